@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class PresenceConfig(AppConfig):
+    name = "presence"
+    verbose_name = "Live presence"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from presence import checks  # noqa: F401  (registers the system checks)

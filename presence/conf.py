@@ -1,0 +1,92 @@
+"""App settings: every ``PRESENCE_<NAME>`` setting with its default, read lazily.
+
+``from presence.conf import app_settings; app_settings.TICK`` reads
+``settings.PRESENCE_TICK`` or the default; ``override_settings`` works because the
+cache is dropped on Django's ``setting_changed`` signal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Rooms: kind -> "app_label.Model" (looked up by pk) or {"model": ..., "field": ...}.
+    "ROOM_KINDS": {"article": "blog.Article"},
+    # How long a resolved (or refused) room name is cached in each process, and how many.
+    "ROOM_CACHE_SECONDS": 300,
+    "ROOM_CACHE_SIZE": 10_000,
+    # Seconds between coalesced `room` frames (and the hub's flush to the store).
+    "TICK": 1.0,
+    # Seconds between `online` frames to one connection (protocol: at most one per second).
+    "ONLINE_INTERVAL": 1.0,
+    # Seconds between client pings; a connection silent for HEARTBEAT * SILENCE_FACTOR is dropped.
+    "HEARTBEAT": 20,
+    "SILENCE_FACTOR": 2.5,
+    # Seconds between a process's heartbeats to the store, and after how long a silent
+    # process's readers are removed from every count (protocol: within 20 s).
+    "PROCESS_HEARTBEAT": 5.0,
+    "PROCESS_TTL": 12.0,
+    # Store backend: a dotted path, or None for Redis when REDIS_URL is set, else memory.
+    "STORE": None,
+    "REDIS_URL": None,
+    "REDIS_PREFIX": "presence",
+    # Channel-layer alias the hubs talk through.
+    "CHANNEL_LAYER": "default",
+    # Limits (protocol: "Errors and limits").
+    "MAX_FRAME_BYTES": 4096,
+    "MAX_ROOMS": 10,
+    "RATE": 10.0,
+    "BURST": 20,
+    "FLOOD_CLOSE_SECONDS": 5.0,
+    "ROOM_STATE_READERS": 100,
+    "HISTOGRAM_BUCKETS": 20,
+    "NAME_MAX_LENGTH": 40,
+    # Signed identity tokens for `identify` (Django signing, salted, expiring).
+    "TOKEN_MAX_AGE": 12 * 3600,
+    "TOKEN_SALT": "presence.identity",
+    # Secret for reader ids (HMAC of the identity); None -> derived from SECRET_KEY.
+    "READER_SECRET": None,
+    # Origins allowed at the WebSocket handshake besides ALLOWED_HOSTS, e.g. "https://blog.example".
+    "ALLOWED_ORIGINS": [],
+    # Accept handshakes that carry no Origin header (non-browser clients).
+    "ALLOW_NO_ORIGIN": False,
+}
+
+
+class AppSettings:
+    """Attribute access to ``PRESENCE_*`` settings with defaults, cached until settings change."""
+
+    def __init__(self, defaults: dict[str, Any]):
+        self.defaults = defaults
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            raise AttributeError(f"Unknown presence setting: {name}")
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = getattr(settings, "PRESENCE_" + name, self.defaults[name])
+            self._cache[name] = value
+            return value
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+app_settings = AppSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("PRESENCE_") or setting in {"SECRET_KEY", "ALLOWED_HOSTS"}:
+        app_settings.reload()
+        from presence import rooms, store
+
+        store.reset()
+        rooms.cache_clear()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,102 @@
+"""The WebSocket endpoint: translates protocol frames to hub calls and domain errors to frames.
+
+Counting, identity, rooms and timing live in the domain modules; this module only
+parses, dispatches, and answers (protocol: ``shared/spec/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from presence import events, identity, protocol, ratelimit
+from presence.conf import app_settings
+from presence.errors import PresenceError, RateLimited
+from presence.hub import get_hub
+
+logger = logging.getLogger(__name__)
+
+
+class PresenceConsumer(AsyncWebsocketConsumer):
+    # The process's hub, not each consumer, talks to the channel layer (issue #2):
+    # an alias that names no layer keeps consumers off it.
+    channel_layer_alias = "presence-consumers-use-the-hub"
+
+    conn = None
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # The server is shutting down (Daphne cancels every application).
+            if self.conn is not None:
+                await asyncio.shield(self.hub.unregister(self.conn, events.SHUTDOWN))
+            raise
+
+    async def connect(self) -> None:
+        self.hub = get_hub()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        session = query.get("session", [None])[0]
+        who = identity.from_handshake(self.scope.get("user"), session)
+        await self.accept()
+        self.conn, online = await self.hub.register(who, send=self._send_text, close=self._close)
+        await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
+
+    async def disconnect(self, code: int) -> None:
+        if self.conn is not None:
+            await self.hub.unregister(self.conn, events.CLOSED)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.conn is None or self.conn.gone:
+            return
+        verdict = self.hub.touch(self.conn)
+        if verdict == ratelimit.CLOSE:
+            await self.hub.unregister(self.conn, events.CLOSED)
+            await self.close(protocol.CLOSE_FLOOD)
+            return
+        try:
+            command = protocol.parse(text_data, binary=bytes_data is not None)
+        except PresenceError as exc:
+            command, error = None, exc
+        else:
+            error = None
+        if verdict == ratelimit.LIMITED:
+            error = RateLimited("too many frames; this one was dropped", ref=command and command.ref)
+        elif command is not None:
+            try:
+                await self.dispatch_command(command)
+            except PresenceError as exc:
+                exc.ref = command.ref
+                error = exc
+        if error is not None:
+            await self._reply(protocol.error(error))
+
+    async def dispatch_command(self, command: protocol.Command) -> None:
+        if command.type == "ping":
+            await self._reply(protocol.pong(self.hub.now_ms()))
+        elif command.type == "join":
+            state = await self.hub.join(self.conn, command.room)
+            await self._reply(protocol.room_state(state))
+        elif command.type == "leave":
+            await self.hub.leave(self.conn, command.room)
+        elif command.type == "progress":
+            self.hub.progress(self.conn, command.room, command.position, command.name)
+        elif command.type == "identify":
+            if command.token is not None:
+                who = identity.identity_from_token(command.token)
+            else:
+                who = identity.for_session(command.session)
+            online = await self.hub.identify(self.conn, who)
+            await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
+
+    async def _reply(self, frame: dict) -> None:
+        await self.send(text_data=protocol.dumps(frame))
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def _close(self, code: int) -> None:
+        await self.close(code)

@@ -1,0 +1,55 @@
+"""Domain events: a reader joined or left a room, with server-side times.
+
+One ``ReaderJoined`` when an identity's first connection in this process joins a room,
+one ``ReaderLeft`` when its last one leaves (by ``leave``, close, timeout, re-identify
+or process shutdown). Receivers (reading history, say) connect to the signals below
+and never touch the consumer. Times are server milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.dispatch import Signal
+
+logger = logging.getLogger(__name__)
+
+# Why a reader left a room.
+LEFT = "left"  # the client sent `leave`
+CLOSED = "closed"  # the connection closed
+TIMEOUT = "timeout"  # silent for longer than the heartbeat allows
+SHUTDOWN = "shutdown"  # its server process shut down
+IDENTIFY = "identify"  # re-keyed by `identify`; a ReaderJoined for the new identity follows
+
+reader_joined = Signal()
+reader_left = Signal()
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderJoined:
+    room: str
+    identity: str
+    reader_id: str
+    joined_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderLeft:
+    room: str
+    identity: str
+    reader_id: str
+    name: str | None
+    joined_at: int
+    left_at: int
+    furthest_position: float | None
+    last_position: float | None
+    reason: str
+
+
+async def emit(event: ReaderJoined | ReaderLeft) -> None:
+    """Deliver an event to its receivers; a failing receiver is logged, never raised."""
+    signal = reader_joined if isinstance(event, ReaderJoined) else reader_left
+    for receiver, result in await signal.asend_robust(sender=type(event), event=event):
+        if isinstance(result, Exception):
+            logger.error("presence event receiver %r failed", receiver, exc_info=result)

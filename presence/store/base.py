@@ -1,0 +1,109 @@
+"""The presence store interface: who is online and in which room, shared by server processes.
+
+A store instance is one process's view (``proc``). Processes *claim* readers (by opaque
+reader id): claims are idempotent per process, so re-asserting them after the store lost
+its data is safe, and a dead process's claims can be dropped as a whole. A reader counts
+while at least one live process claims it; counts are of distinct readers.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class Reader:
+    """A reader in a room: the protocol's reader object (times are server ms)."""
+
+    id: str
+    name: str | None
+    position: float | None
+    joined_at: int
+    updated_at: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Reader:
+        return cls(**json.loads(text))
+
+
+@dataclass(slots=True)
+class RoomState:
+    room: str
+    count: int
+    readers: list[Reader]
+    histogram: list[int]
+
+
+HISTOGRAM_BUCKETS = 20
+
+
+def bucket(position: float | None) -> int:
+    """Histogram bucket of a position: ``[i/20, (i+1)/20)``, 1.0 in the last, none in 0."""
+    if position is None:
+        return 0
+    return min(int(position * HISTOGRAM_BUCKETS), HISTOGRAM_BUCKETS - 1)
+
+
+class Store(ABC):
+    """One process's view of the shared presence state. All methods are coroutines."""
+
+    def __init__(self, proc: str):
+        self.proc = proc
+
+    @abstractmethod
+    async def claim_online(self, reader_id: str) -> None:
+        """This process has a connection of this reader (idempotent)."""
+
+    @abstractmethod
+    async def release_online(self, reader_id: str) -> None:
+        """This process has no connection of this reader any more (idempotent)."""
+
+    @abstractmethod
+    async def online(self) -> int:
+        """Distinct readers online on the site; constant cost whatever their number."""
+
+    @abstractmethod
+    async def join(self, room: str, reader: Reader) -> Reader:
+        """Claim ``reader`` in ``room``; returns the stored record (an earlier one is kept)."""
+
+    @abstractmethod
+    async def leave(self, room: str, reader_id: str) -> bool:
+        """Drop this process's claim; True when no process holds the reader in the room."""
+
+    @abstractmethod
+    async def update(self, items: list[tuple[str, Reader]]) -> None:
+        """Store newer reader records (newest ``updated_at`` wins) for readers still present."""
+
+    @abstractmethod
+    async def room_state(self, room: str, limit: int = 100) -> RoomState:
+        """Count, the ``limit`` most recently updated readers, and the position histogram."""
+
+    @abstractmethod
+    async def counts(self, rooms: list[str]) -> dict[str, int]:
+        """Reader count of each room, in one round trip."""
+
+    @abstractmethod
+    async def ranking(self, limit: int) -> list[tuple[str, int]]:
+        """Rooms with readers, most readers first."""
+
+    @abstractmethod
+    async def heartbeat(
+        self, now_ms: int, ttl_ms: int, online: list[str], rooms: list[tuple[str, Reader]]
+    ) -> list[tuple[str, str]]:
+        """Mark this process alive, re-assert all its claims, and reap processes silent
+        for ``ttl_ms``; returns ``(room, reader_id)`` pairs that reaping removed."""
+
+    @abstractmethod
+    async def release_all(self) -> None:
+        """Graceful shutdown: drop every claim of this process at once."""
+
+    async def close(self) -> None:  # noqa: B027 - optional: only networked backends need it
+        """Release connections to the backend."""

@@ -1,0 +1,660 @@
+"""The wire protocol (shared/spec/protocol.md), row by row, through Channels' WebsocketCommunicator.
+
+Every test runs against both store backends. The hub's clock is injected and ticks are
+driven by the test, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+from django.core import signing
+from django.test import override_settings
+
+from presence import events, identity, rooms
+from presence.errors import InvalidToken
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+async def settle(client) -> None:
+    """Wait until the server has handled every frame this client sent (frames are handled in order)."""
+    await client.send_json_to({"type": "ping", "ref": "settle"})
+    while (await client.receive_json_from()).get("type") != "pong":
+        pass
+
+
+async def drain(*clients) -> None:
+    """Read and drop whatever the clients were sent so far."""
+    for client in clients:
+        while not await client.receive_nothing(timeout=0.05):
+            await client.receive_output()
+
+
+# -- identity and dedup ---------------------------------------------------------------
+
+
+async def test_hello_on_connect(ws, clock):
+    client = await ws(session="sessionaaaa1")
+    hello = await client.receive_json_from()
+    assert hello["type"] == "hello"
+    assert hello["online"] == 1
+    assert hello["heartbeat"] == 20
+    assert hello["server_time"] == int(clock() * 1000)
+    assert hello["reader"] == identity.reader_id("anon:sessionaaaa1")
+    assert "sessionaaaa1" not in json.dumps(hello)
+
+
+async def test_tabs_of_one_browser_count_once(ws, hub):
+    a = await ws(session="samebrowser1")
+    b = await ws(session="samebrowser1")
+    hello_a, hello_b = await a.receive_json_from(), await b.receive_json_from()
+    assert hello_a["reader"] == hello_b["reader"]
+    assert hello_b["online"] == 1
+    c = await ws(session="otherbrowser")
+    assert (await c.receive_json_from())["online"] == 2
+    await hub.tick()
+    assert await a.receive_json_from() == {"type": "online", "count": 2}
+    assert await b.receive_json_from() == {"type": "online", "count": 2}
+    await c.receive_nothing()  # its hello already said 2: no repeat
+
+
+async def test_missing_or_malformed_session_counts_the_connection_alone(ws):
+    a = await ws()
+    b = await ws(session="short")
+    ra, rb = (await a.receive_json_from())["reader"], (await b.receive_json_from())["reader"]
+    assert ra != rb
+    c = await ws(session="bad session!")
+    assert (await c.receive_json_from())["online"] == 3
+
+
+async def test_signed_in_user_is_the_user_whatever_session_says(ws, user_cookie):
+    cookie = await user_cookie("alice")
+    a = await ws(session="sessionalice1", cookie=cookie)
+    b = await ws(session="sessionalice2", cookie=cookie)
+    hello_a, hello_b = await a.receive_json_from(), await b.receive_json_from()
+    assert hello_a["reader"] == hello_b["reader"] != identity.reader_id("anon:sessionalice1")
+    assert hello_b["online"] == 1
+
+
+async def test_identify_with_token_merges_anonymous_tab_into_user(ws, user_cookie, make_user):
+    user = await make_user("bob")
+    cookie = await user_cookie("bob")
+    signed_in = await ws(session="bobsession01", cookie=cookie)
+    anon = await ws(session="anonsession1")
+    reader = (await signed_in.receive_json_from())["reader"]
+    assert (await anon.receive_json_from())["online"] == 2
+    await anon.send_json_to({"type": "identify", "token": identity.make_token(user)})
+    hello = await anon.receive_json_from()
+    assert hello == {**hello, "type": "hello", "reader": reader, "online": 1}
+
+
+async def test_identify_with_new_session_rekeys_and_keeps_rooms(ws, hub, article):
+    client = await ws(session="firstsession")
+    watcher = await ws(session="watchersess1")
+    old = (await client.receive_json_from())["reader"]
+    await watcher.receive_json_from()
+    room = f"article:{article.pk}"
+    for c in (client, watcher):
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    await client.send_json_to({"type": "progress", "room": room, "position": 0.5})
+    await settle(client)
+    await hub.tick()
+    await drain(watcher, client)
+    await client.send_json_to({"type": "identify", "session": "secondsession"})
+    hello = await client.receive_json_from()
+    assert hello["reader"] == identity.reader_id("anon:secondsession") != old
+    await hub.tick()
+    frame = await watcher.receive_json_from()
+    assert frame["count"] == 2
+    assert frame["left"] == [old]
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(hello["reader"], 0.5)]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["not-a-token", "", 42, "x" * 600, "bad\u00e9token"],
+)
+async def test_identify_with_garbage_token(ws, token):
+    client = await ws(session="tokensession")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "identify", "token": token, "ref": "t1"})
+    reply = await client.receive_json_from()
+    assert reply["type"] == "error"
+    assert reply["code"] == ("bad_message" if not isinstance(token, str) else "invalid_token")
+    assert reply["ref"] == "t1"
+
+
+async def test_forged_expired_and_other_site_tokens_are_refused(ws, make_user):
+    user = await make_user("carol")
+    client = await ws(session="carolsession")
+    before = (await client.receive_json_from())["reader"]
+    good = identity.make_token(user)
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    with override_settings(SECRET_KEY="another-site-entirely-" + "x" * 40):
+        other_site = identity.make_token(user)
+    with mock.patch("time.time", return_value=1_000_000.0):
+        expired = identity.make_token(user)
+    unsigned = signing.dumps({"u": str(user.pk)}, salt="some.other.salt")
+    for token in (forged, other_site, expired, unsigned):
+        await client.send_json_to({"type": "identify", "token": token})
+        reply = await client.receive_json_from()
+        assert reply["code"] == "invalid_token", token
+    await client.send_json_to({"type": "ping"})
+    assert (await client.receive_json_from())["type"] == "pong"
+    with pytest.raises(InvalidToken):
+        identity.identity_from_token(expired)
+    # Still the anonymous reader it was.
+    await client.send_json_to({"type": "identify", "session": "carolsession"})
+    assert (await client.receive_json_from())["reader"] == before
+
+
+async def test_identify_with_malformed_session_is_bad_message(ws):
+    client = await ws(session="okaysession1")
+    await client.receive_json_from()
+    for frame in (
+        {"type": "identify", "session": "short"},
+        {"type": "identify", "session": 12345678},
+        {"type": "identify"},
+        {"type": "identify", "session": "okaysession2", "token": "x"},
+    ):
+        await client.send_json_to(frame)
+        assert (await client.receive_json_from())["code"] == "bad_message"
+
+
+# -- rooms ----------------------------------------------------------------------------
+
+
+async def test_join_answers_room_state_including_self(ws, article):
+    client = await ws(session="joinsession1")
+    reader = (await client.receive_json_from())["reader"]
+    room = f"article:{article.pk}"
+    await client.send_json_to({"type": "join", "room": room})
+    state = await client.receive_json_from()
+    assert state["type"] == "room_state"
+    assert state["room"] == room
+    assert state["count"] == 1
+    assert [r["id"] for r in state["readers"]] == [reader]
+    assert state["readers"][0]["position"] is None
+    assert state["histogram"] == [1] + [0] * 19
+
+
+async def test_join_twice_is_idempotent(ws, article, hub):
+    client = await ws(session="twicesession")
+    await client.receive_json_from()
+    room = f"article:{article.pk}"
+    for _ in range(2):
+        await client.send_json_to({"type": "join", "room": room})
+        assert (await client.receive_json_from())["count"] == 1
+    assert len(hub.connections.pop().rooms) == 1
+
+
+@pytest.mark.parametrize("room", ["article:999999", "nosuchkind:1", "article", "article:", ":1", "article:1:2",
+                                  "article:ab cd", 42, None, "ARTICLE:1", "article:" + "9" * 65])
+async def test_invalid_rooms_are_refused_and_create_nothing(ws, hub, room):
+    client = await ws(session="roomsession1")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room, "ref": "r"})
+    reply = await client.receive_json_from()
+    assert reply["type"] == "error"
+    assert reply["code"] == ("invalid_room" if isinstance(room, str) else "bad_message")
+    assert await hub.store.ranking(10) == []
+    assert hub.rooms == {}
+
+
+async def test_rooms_keyed_by_slug_when_configured(ws, article):
+    with override_settings(PRESENCE_ROOM_KINDS={"post": {"model": "blog.Article", "field": "slug"}}):
+        client = await ws(session="slugsession1")
+        await client.receive_json_from()
+        await client.send_json_to({"type": "join", "room": f"post:{article.slug}"})
+        assert (await client.receive_json_from())["count"] == 1
+        await client.send_json_to({"type": "join", "room": f"article:{article.pk}"})
+        assert (await client.receive_json_from())["code"] == "invalid_room"
+
+
+async def test_room_resolution_is_cached(ws, article):
+    room = f"article:{article.pk}"
+    first = await ws(session="cachesessio1")
+    await first.receive_json_from()
+    await first.send_json_to({"type": "join", "room": room})
+    await first.receive_json_from()
+    with mock.patch.object(rooms, "_lookup_async", wraps=rooms._lookup_async) as lookups:
+        for n in range(3):
+            client = await ws(session=f"cachesessio{n + 2}")
+            await client.receive_json_from()
+            await client.send_json_to({"type": "join", "room": room})
+            assert (await client.receive_json_from())["count"] == n + 2
+        await client.send_json_to({"type": "join", "room": "article:424242"})
+        assert (await client.receive_json_from())["code"] == "invalid_room"
+        await client.send_json_to({"type": "join", "room": "article:424242"})
+        assert (await client.receive_json_from())["code"] == "invalid_room"
+    assert lookups.call_count == 1  # only the unknown article, once: refusals are cached too
+
+
+async def test_per_room_counts_are_distinct_readers(ws, articles, hub):
+    one, two = (f"article:{a.pk}" for a in articles[:2])
+    a1 = await ws(session="readerAAAAAA")
+    a2 = await ws(session="readerAAAAAA")
+    b = await ws(session="readerBBBBBB")
+    for c in (a1, a2, b):
+        await c.receive_json_from()
+    await a1.send_json_to({"type": "join", "room": one})
+    await a1.receive_json_from()
+    await a2.send_json_to({"type": "join", "room": one})
+    assert (await a2.receive_json_from())["count"] == 1  # same reader, second tab
+    await a2.send_json_to({"type": "join", "room": two})
+    assert (await a2.receive_json_from())["count"] == 1
+    await b.send_json_to({"type": "join", "room": one})
+    assert (await b.receive_json_from())["count"] == 2
+    assert await hub.store.counts([one, two]) == {one: 2, two: 1}
+    assert await hub.store.ranking(10) == [(one, 2), (two, 1)]
+
+
+async def test_leave_sends_left_and_frees_the_slot(ws, article, hub):
+    room = f"article:{article.pk}"
+    a, b = await ws(session="leaverAAAAAA"), await ws(session="stayerBBBBBB")
+    reader_a = (await a.receive_json_from())["reader"]
+    await b.receive_json_from()
+    for c in (a, b):
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    await hub.tick()
+    await drain(a, b)
+    await a.send_json_to({"type": "leave", "room": room})
+    await settle(a)
+    await hub.tick()
+    frame = await b.receive_json_from()
+    assert frame == {"type": "room", "room": room, "count": 1, "updates": [], "left": [reader_a]}
+    await a.send_json_to({"type": "leave", "room": room, "ref": "again"})
+    assert await a.receive_json_from() == {"type": "error", "code": "not_joined", "ref": "again",
+                                           "message": mock.ANY}
+
+
+async def test_a_reader_with_two_tabs_leaves_only_when_both_do(ws, article, hub):
+    room = f"article:{article.pk}"
+    tab1, tab2, other = [await ws(session=s) for s in ("twotabs00001", "twotabs00001", "observer0001")]
+    for c in (tab1, tab2, other):
+        await c.receive_json_from()
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    await hub.tick()
+    await other.receive_json_from()
+    await tab1.send_json_to({"type": "leave", "room": room})
+    await hub.tick()
+    await other.receive_nothing()  # still reading in tab 2: nothing changed
+    await tab2.disconnect()
+    await hub.tick()
+    frame = await other.receive_json_from()
+    assert frame["count"] == 1 and len(frame["left"]) == 1
+
+
+async def test_too_many_rooms(ws, articles):
+    client = await ws(session="greedysessio")
+    await client.receive_json_from()
+    for a in articles[:10]:
+        await client.send_json_to({"type": "join", "room": f"article:{a.pk}"})
+        assert (await client.receive_json_from())["type"] == "room_state"
+    extra = f"article:{articles[10].pk}"
+    await client.send_json_to({"type": "join", "room": extra, "ref": "11"})
+    assert (await client.receive_json_from())["code"] == "too_many_rooms"
+    await client.send_json_to({"type": "join", "room": f"article:{articles[0].pk}"})
+    assert (await client.receive_json_from())["type"] == "room_state"  # already joined: no slot used
+    await client.send_json_to({"type": "leave", "room": f"article:{articles[0].pk}"})
+    await client.send_json_to({"type": "join", "room": extra})
+    assert (await client.receive_json_from())["type"] == "room_state"  # leaving freed the slot
+
+
+# -- progress, coalescing, histogram ----------------------------------------------------
+
+
+async def test_progress_frames_within_a_tick_coalesce_into_one_room_frame(ws, article, hub, clock):
+    room = f"article:{article.pk}"
+    reader, watcher = await ws(session="scrollerAAAA"), await ws(session="watcherBBBBB")
+    me = (await reader.receive_json_from())["reader"]
+    await watcher.receive_json_from()
+    for c in (reader, watcher):
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    await hub.tick()
+    await drain(watcher, reader)
+    for i in range(1, 9):
+        clock.advance(0.1)
+        await reader.send_json_to({"type": "progress", "room": room, "position": i / 10})
+        await settle(reader)
+    await watcher.receive_nothing()  # nothing fans out per event
+    await hub.tick()
+    frame = await watcher.receive_json_from()
+    assert frame["type"] == "room" and frame["count"] == 2 and frame["left"] == []
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(me, 0.8)]
+    assert frame["updates"][0]["updated_at"] == int(clock() * 1000)
+    await watcher.receive_nothing()
+    await hub.tick()
+    await watcher.receive_nothing()  # nothing changed: no frame
+
+
+async def test_newest_update_wins_across_tabs(ws, article, hub, clock):
+    room = f"article:{article.pk}"
+    tab1, tab2 = await ws(session="twotabs00002"), await ws(session="twotabs00002")
+    for c in (tab1, tab2):
+        await c.receive_json_from()
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    await tab1.send_json_to({"type": "progress", "room": room, "position": 0.9, "name": "Tab one"})
+    await settle(tab1)
+    clock.advance(0.2)
+    await tab2.send_json_to({"type": "progress", "room": room, "position": 0.3})
+    await settle(tab2)
+    await hub.tick()
+    late = await ws(session="latecomer001")
+    await late.receive_json_from()
+    await late.send_json_to({"type": "join", "room": room})
+    state = await late.receive_json_from()
+    assert state["count"] == 2
+    mine = [r for r in state["readers"] if r["id"] == identity.reader_id("anon:twotabs00002")]
+    assert len(mine) == 1
+    assert mine[0]["position"] == 0.3 and mine[0]["name"] == "Tab one"
+
+
+async def test_histogram_covers_everyone_and_readers_are_capped(ws, article, hub, clock):
+    room = f"article:{article.pk}"
+    positions = [0.0, 0.04, 0.05, 0.5, 0.99, 1.0]
+    with override_settings(PRESENCE_ROOM_STATE_READERS=3):
+        for n, position in enumerate(positions):
+            c = await ws(session=f"histogram{n:03d}")
+            await c.receive_json_from()
+            await c.send_json_to({"type": "join", "room": room})
+            await c.receive_json_from()
+            clock.advance(1)
+            await c.send_json_to({"type": "progress", "room": room, "position": position})
+            await settle(c)
+        nobody = await ws(session="noposition01")
+        await nobody.receive_json_from()
+        await nobody.send_json_to({"type": "join", "room": room})
+        await nobody.receive_json_from()
+        await hub.tick()
+        last = await ws(session="histogramend")
+        await last.receive_json_from()
+        await last.send_json_to({"type": "join", "room": room})
+        state = await last.receive_json_from()
+    expected = [0] * 20
+    for b in (0, 0, 1, 10, 19, 19, 0, 0):  # six positions, then two readers without one
+        expected[b] += 1
+    assert state["histogram"] == expected
+    assert state["count"] == 8
+    assert len(state["readers"]) == 3
+    updated = [r["updated_at"] for r in state["readers"]]
+    assert updated == sorted(updated, reverse=True)
+
+
+@pytest.mark.parametrize("position", [-0.01, 1.01, "0.5", None, True, [0.5], 10**400, 1e308 * 10])
+async def test_positions_outside_0_1_are_bad_messages(ws, article, hub, position):
+    room = f"article:{article.pk}"
+    client = await ws(session="badposition1")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    await client.send_json_to({"type": "progress", "room": room, "position": position})
+    assert (await client.receive_json_from())["code"] == "bad_message"
+    await hub.tick()
+    state = await hub.store.room_state(room)
+    assert state.readers[0].position is None
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_infinity_are_bad_messages(ws, article, literal):
+    room = f"article:{article.pk}"
+    client = await ws(session="nansession01")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    await client.send_to(text_data=f'{{"type":"progress","room":"{room}","position":{literal}}}')
+    assert (await client.receive_json_from())["code"] == "bad_message"
+
+
+async def test_progress_for_a_room_not_joined(ws, article):
+    client = await ws(session="notjoined001")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "progress", "room": f"article:{article.pk}", "position": 0.1, "ref": "p"})
+    assert await client.receive_json_from() == {"type": "error", "code": "not_joined", "ref": "p",
+                                                "message": mock.ANY}
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("  Ada  ", "Ada"),
+        ("A\u0000d\u200ba\u202e", "Ada"),
+        ("x" * 60, "x" * 40),
+        ("é" * 41, "é" * 40),
+        ("<b>bold</b>", "<b>bold</b>"),
+        ("\u0007\u200d", None),
+    ],
+)
+async def test_names_are_cleaned(ws, article, hub, sent, shown):
+    room = f"article:{article.pk}"
+    client = await ws(session="namesession1")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    await client.send_json_to({"type": "progress", "room": room, "position": 0.5, "name": sent})
+    await settle(client)
+    await hub.tick()
+    frame = await client.receive_json_from()
+    assert frame["updates"][0]["name"] == shown
+
+
+# -- errors, limits -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1, 2]",
+        '"a string"',
+        "{}",
+        '{"type": 5}',
+        '{"type": "dance"}',
+        '{"type": "join"}',
+        '{"type": "join", "room": ["article:1"]}',
+        '{"type": "ping", "ref": 7}',
+        '{"type": "ping", "ref": "' + "r" * 33 + '"}',
+        "[" * 3000 + "]" * 3000,
+        '{"type": "ping", "pad": "' + "x" * 4100 + '"}',
+    ],
+)
+async def test_malformed_frames_get_bad_message_without_ref(ws, text):
+    client = await ws(session="badframes001")
+    await client.receive_json_from()
+    await client.send_to(text_data=text)
+    reply = await client.receive_json_from()
+    assert reply["type"] == "error" and reply["code"] == "bad_message" and "ref" not in reply
+    await client.send_json_to({"type": "ping"})
+    assert (await client.receive_json_from())["type"] == "pong"  # the connection stays open
+
+
+async def test_binary_frames_are_bad_messages(ws):
+    client = await ws(session="binaryframe1")
+    await client.receive_json_from()
+    await client.send_to(bytes_data=b'{"type": "ping"}')
+    assert (await client.receive_json_from())["code"] == "bad_message"
+
+
+async def test_ref_is_echoed_in_errors(ws):
+    client = await ws(session="refsession01")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "dance", "ref": "r" * 32})
+    assert (await client.receive_json_from())["ref"] == "r" * 32
+
+
+async def test_ping_pong_uses_the_server_clock(ws, clock):
+    client = await ws(session="pingsession1")
+    await client.receive_json_from()
+    clock.advance(7.5)
+    await client.send_json_to({"type": "ping", "ref": "x"})
+    assert await client.receive_json_from() == {"type": "pong", "server_time": int(clock() * 1000)}
+
+
+async def test_rate_limit_then_close_4008(ws, clock):
+    client = await ws(session="floodsession")
+    await client.receive_json_from()
+    for _ in range(20):  # the burst
+        await client.send_json_to({"type": "ping"})
+        assert (await client.receive_json_from())["type"] == "pong"
+    await client.send_json_to({"type": "ping", "ref": "over"})
+    assert await client.receive_json_from() == {"type": "error", "code": "rate_limited", "ref": "over",
+                                                "message": mock.ANY}
+    # Keep flooding at 50 frames/s: a frame gets through now and then, the rest are refused.
+    results = []
+    for _ in range(300):
+        clock.advance(0.02)
+        await client.send_json_to({"type": "ping"})
+        reply = await client.receive_output()
+        if reply["type"] == "websocket.close":
+            results.append("closed")
+            break
+        results.append(json.loads(reply["text"]).get("code", "pong"))
+    assert results[-1] == "closed"
+    assert reply["code"] == 4008
+    assert "pong" in results and "rate_limited" in results
+    assert 4.9 <= results.index("closed") * 0.02 <= 5.2
+
+
+async def test_rate_limit_forgives_a_client_that_calms_down(ws, clock):
+    client = await ws(session="calmsession1")
+    await client.receive_json_from()
+    for _ in range(21):
+        await client.send_json_to({"type": "ping"})
+        await client.receive_json_from()
+    for _ in range(10):  # one frame per second for 10 s: never over
+        clock.advance(1.0)
+        await client.send_json_to({"type": "ping"})
+        assert (await client.receive_json_from())["type"] == "pong"
+
+
+# -- liveness and online frames -------------------------------------------------------------
+
+
+async def test_silent_connection_is_dropped_and_counted_gone(ws, hub, clock):
+    talker, silent = await ws(session="talker000001"), await ws(session="silent000001")
+    await talker.receive_json_from()
+    await silent.receive_json_from()
+    await hub.tick()
+    await talker.receive_json_from()  # online 2
+    for _ in range(5):  # 50 s: just under 2.5 x 20 s for the silent one
+        clock.advance(10)
+        await talker.send_json_to({"type": "ping"})
+        await talker.receive_json_from()
+        await hub.tick()
+    await talker.receive_nothing()
+    clock.advance(0.5)
+    await talker.send_json_to({"type": "ping"})
+    await talker.receive_json_from()
+    await hub.tick()
+    assert (await silent.receive_output())["code"] == 4002
+    clock.advance(1)  # online frames go out once a second
+    await hub.tick()
+    assert await talker.receive_json_from() == {"type": "online", "count": 1}
+
+
+async def test_online_frames_at_most_once_per_second_never_repeated(ws, hub, clock):
+    watcher = await ws(session="onlinewatch1")
+    await watcher.receive_json_from()
+    others = []
+    for n in range(3):
+        others.append(await ws(session=f"churnsession{n}"))
+        await others[-1].receive_json_from()
+        clock.advance(0.3)
+        await hub.tick()
+    # Three arrivals within a second: one frame at once, then the latest value a second later.
+    assert await watcher.receive_json_from() == {"type": "online", "count": 2}
+    await watcher.receive_nothing()
+    clock.advance(0.4)
+    await hub.tick()
+    assert await watcher.receive_json_from() == {"type": "online", "count": 4}
+    await others[0].disconnect()
+    await ws(session="churnsession0")  # the same browser comes back: count unchanged
+    clock.advance(1.1)
+    await hub.tick()
+    await watcher.receive_nothing()
+
+
+# -- handshake --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", [None, b"http://evil.example", b"null"])
+async def test_foreign_or_missing_origin_is_refused(ws, origin):
+    connected = await ws(session="originsessio", origin=origin, expect_accept=False)
+    assert not connected  # Daphne answers this with HTTP 403 (see test_processes.py)
+
+
+async def test_origins_allowed_by_setting(ws):
+    with override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example"]):
+        client = await ws(session="originsess02", origin=b"https://blog.example")
+        assert (await client.receive_json_from())["type"] == "hello"
+    with override_settings(PRESENCE_ALLOW_NO_ORIGIN=True):
+        client = await ws(session="originsess03", origin=None)
+        assert (await client.receive_json_from())["type"] == "hello"
+
+
+# -- domain events ----------------------------------------------------------------------------
+
+
+async def test_join_and_leave_produce_one_event_each(ws, article, hub, clock, recorded_events):
+    room = f"article:{article.pk}"
+    tab1, tab2 = await ws(session="eventsession"), await ws(session="eventsession")
+    for c in (tab1, tab2):
+        await c.receive_json_from()
+        await c.send_json_to({"type": "join", "room": room})
+        await c.receive_json_from()
+    start = int(clock() * 1000)
+    for position in (0.2, 0.7, 0.4):
+        clock.advance(10)
+        await tab1.send_json_to({"type": "progress", "room": room, "position": position})
+        await settle(tab1)
+    await tab1.send_json_to({"type": "leave", "room": room})
+    await tab2.disconnect()
+    joined = [e for e in recorded_events if isinstance(e, events.ReaderJoined)]
+    left = [e for e in recorded_events if isinstance(e, events.ReaderLeft)]
+    assert len(joined) == 1 and len(left) == 1
+    assert joined[0].identity == "anon:eventsession" and joined[0].joined_at == start
+    assert left[0].reason == events.CLOSED
+    assert (left[0].joined_at, left[0].left_at) == (start, start + 30_000)
+    assert (left[0].furthest_position, left[0].last_position) == (0.7, 0.4)
+
+
+@pytest.mark.parametrize("how", ["leave", "close", "timeout"])
+async def test_end_reasons(ws, article, hub, clock, recorded_events, how):
+    room = f"article:{article.pk}"
+    client = await ws(session="reasonsessio")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    if how == "leave":
+        await client.send_json_to({"type": "leave", "room": room})
+        await client.send_json_to({"type": "ping"})
+        await client.receive_json_from()
+    elif how == "close":
+        await client.disconnect()
+    else:
+        clock.advance(51)
+        await hub.tick()
+    (left,) = [e for e in recorded_events if isinstance(e, events.ReaderLeft)]
+    assert left.reason == {"leave": events.LEFT, "close": events.CLOSED, "timeout": events.TIMEOUT}[how]
+
+
+async def test_server_shutdown_ends_sessions_as_shutdown(ws, article, recorded_events):
+    room = f"article:{article.pk}"
+    client = await ws(session="shutdownsess")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    client.future.cancel()  # what Daphne does to every application when it stops
+    with pytest.raises(BaseException):  # noqa: B017 - CancelledError
+        await client.future
+    (left,) = [e for e in recorded_events if isinstance(e, events.ReaderLeft)]
+    assert left.reason == events.SHUTDOWN
+

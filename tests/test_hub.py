@@ -1,0 +1,191 @@
+"""Hubs of several server processes, modelled in one event loop: two hubs sharing one store
+and one channel layer. (Real processes: test_processes.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from presence import events
+from presence.hub import Hub
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+class Client:
+    """What the hub sees of a WebSocket: a send and a close, recorded."""
+
+    def __init__(self):
+        self.frames: list[dict] = []
+        self.closed: int | None = None
+
+    async def send(self, text: str) -> None:
+        self.frames.append(json.loads(text))
+
+    async def close(self, code: int) -> None:
+        self.closed = code
+
+    def take(self, kind: str) -> list[dict]:
+        found = [f for f in self.frames if f["type"] == kind]
+        self.frames = [f for f in self.frames if f["type"] != kind]
+        return found
+
+
+async def deliver() -> None:
+    """Let the hubs' channel-layer receive loops run (no time passes)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def hubs(store_factory, clock):
+    from presence import rooms
+
+    rooms.cache_clear()
+    made = []
+    for name in ("proc-a", "proc-b"):
+        hub = Hub(store=store_factory(name), autotick=False)
+        hub.clock = clock
+        made.append(hub)
+        await hub.start()
+    yield made
+    for hub in made:
+        await hub.stop()
+
+
+async def connect(hub: Hub, who: str) -> tuple[Client, object]:
+    client = Client()
+    conn, _ = await hub.register(who, client.send, client.close)
+    return client, conn
+
+
+async def tick_all(hubs) -> None:
+    for hub in hubs:
+        await hub.tick()
+    await deliver()
+    for hub in hubs:
+        await hub.tick()
+
+
+async def test_counts_agree_across_processes(hubs, article):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    ca, conn_a = await connect(a, "anon:browser-one")
+    cb, conn_b = await connect(b, "anon:browser-one")  # same browser, tab on the other process
+    cc, conn_c = await connect(b, "anon:browser-two")
+    assert await a.store.online() == await b.store.online() == 2
+    for hub, conn in ((a, conn_a), (b, conn_b), (b, conn_c)):
+        state = await hub.join(conn, room)
+    assert state.count == 2
+    await tick_all(hubs)
+    assert ca.take("room")[-1]["count"] == cc.take("room")[-1]["count"] == 2
+    assert ca.take("online")[-1]["count"] == 2
+
+
+async def test_progress_on_one_process_reaches_readers_on_the_other(hubs, article, clock):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    ca, conn_a = await connect(a, "anon:writer")
+    cb, conn_b = await connect(b, "anon:watcher")
+    await a.join(conn_a, room)
+    await b.join(conn_b, room)
+    await tick_all(hubs)
+    cb.take("room")
+    clock.advance(0.5)
+    a.progress(conn_a, room, 0.25, "Writer")
+    clock.advance(0.1)
+    a.progress(conn_a, room, 0.75, None)
+    await tick_all(hubs)
+    (frame,) = cb.take("room")
+    (update,) = frame["updates"]
+    assert (update["id"], update["position"], update["name"]) == (conn_a.reader_id, 0.75, "Writer")
+    assert update["updated_at"] == int(clock() * 1000)
+
+
+async def test_newest_update_wins_across_processes(hubs, article, clock):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    _, tab_a = await connect(a, "anon:two-servers")
+    _, tab_b = await connect(b, "anon:two-servers")
+    cw, watcher = await connect(a, "anon:watcher")
+    for hub, conn in ((a, tab_a), (b, tab_b), (a, watcher)):
+        await hub.join(conn, room)
+    await tick_all(hubs)
+    cw.take("room")
+    b.progress(tab_b, room, 0.9, None)
+    clock.advance(0.3)
+    a.progress(tab_a, room, 0.4, None)
+    await tick_all(hubs)
+    positions = [u["position"] for f in cw.take("room") for u in f["updates"] if u["id"] == tab_a.reader_id]
+    assert positions[-1] == 0.4
+    state = await b.store.room_state(room)
+    assert [(r.id, r.position) for r in state.readers if r.id == tab_a.reader_id] == [(tab_a.reader_id, 0.4)]
+
+
+async def test_a_silent_process_is_reaped_within_20_seconds(hubs, article, clock, recorded_events):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    ca, conn_a = await connect(a, "anon:survivor")
+    _, conn_b = await connect(b, "anon:victim")
+    _, both_b = await connect(b, "anon:both-servers")
+    _, both_a = await connect(a, "anon:both-servers")
+    for hub, conn in ((a, conn_a), (b, conn_b), (b, both_b), (a, both_a)):
+        await hub.join(conn, room)
+    await tick_all(hubs)
+    assert ca.take("room")[-1]["count"] == 3
+    ca.take("online")
+    # Process b dies: it never ticks or beats again. a keeps ticking once a second.
+    died = clock()
+    frames = []
+    while not (frames and frames[-1]["count"] == 2) and clock() - died <= 20:
+        clock.advance(1)
+        await a.tick()
+        await deliver()
+        await a.tick()
+        frames = ca.take("room")
+    assert frames[-1]["count"] == 2 and clock() - died <= 20
+    assert frames[-1]["left"] == [conn_b.reader_id]  # the reader on both servers stays
+    assert await a.store.online() == 2
+    assert await a.store.counts([room]) == {room: 2}
+
+
+async def test_shutdown_releases_everything_at_once(hubs, article, clock, recorded_events):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    ca, conn_a = await connect(a, "anon:survivor")
+    _, conn_b = await connect(b, "anon:leaving")
+    await a.join(conn_a, room)
+    await b.join(conn_b, room)
+    await tick_all(hubs)
+    ca.frames.clear()
+    await b.shutdown()
+    await deliver()
+    clock.advance(1)  # the next tick: online frames go out at most once a second
+    await a.tick()
+    room_frame = ca.take("room")[-1]
+    assert room_frame["count"] == 1 and room_frame["left"] == [conn_b.reader_id]
+    assert ca.take("online")[-1]["count"] == 1
+    assert [e.reason for e in recorded_events if isinstance(e, events.ReaderLeft)] == [events.SHUTDOWN]
+
+
+async def test_store_that_lost_its_data_heals_within_one_heartbeat(hubs, article, clock, wipe_store):
+    a, b = hubs
+    room = f"article:{article.pk}"
+    _, conn_a = await connect(a, "anon:reader-a")
+    _, conn_b = await connect(b, "anon:reader-b")
+    await a.join(conn_a, room)
+    await b.join(conn_b, room)
+    a.progress(conn_a, room, 0.6, "A")
+    await tick_all(hubs)
+    before = await a.store.room_state(room)
+    await wipe_store()
+    assert await a.store.online() == 0
+    clock.advance(5)
+    await tick_all(hubs)  # each process beats once
+    assert await a.store.online() == 2
+    after = await a.store.room_state(room)
+    assert (after.count, after.histogram) == (before.count, before.histogram)
+    assert {(r.id, r.position) for r in after.readers} == {(r.id, r.position) for r in before.readers}
+
