@@ -1,0 +1,271 @@
+"""Shared fixtures: a Redis for the tests (real, never flushed), store backends, WebSocket clients."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """``REDIS_URL`` if set, else the machine's Redis, else a throwaway ``redis-server``."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        if not _answers(url):
+            pytest.fail(f"REDIS_URL={url} does not answer")
+        yield url
+        return
+    if _answers("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        message = "no Redis: set REDIS_URL, run one on 127.0.0.1:6379, or install redis-server"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="presence-redis-")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("the throwaway redis-server did not start")
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHDB)."""
+    import redis
+
+    prefix = f"presence-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store_factory(request):
+    """``make(proc)`` -> a store view for a server process; all views of a test share state."""
+    made = []
+    if request.param == "memory":
+        from presence.store.memory import MemoryState, MemoryStore
+
+        state = MemoryState()
+
+        def make(proc: str):
+            made.append(MemoryStore(proc, state=state))
+            return made[-1]
+
+        async def wipe():
+            fresh = MemoryState()
+            for name in vars(fresh):
+                setattr(state, name, getattr(fresh, name))
+
+    else:
+        from presence.store.redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+
+        def make(proc: str):
+            made.append(RedisStore(proc, url=url, prefix=prefix))
+            return made[-1]
+
+        async def wipe():
+            import redis.asyncio as aredis
+
+            client = aredis.Redis.from_url(url)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    make.wipe = wipe
+    make.backend = request.param
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+def wipe_store(store_factory):
+    """Lose every key of the store, as a Redis restart without persistence does."""
+    return store_factory.wipe
+
+
+# -- protocol tests: an injected clock, a hub driven by the test, WebSocket clients ----------
+
+
+class FakeClock:
+    """A clock the test moves by hand (seconds since the epoch)."""
+
+    def __init__(self, start: float = 1_764_300_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def hub(store_factory, clock):
+    """The process hub over each store backend, with the test's clock and no tick loop."""
+    from presence import rooms
+    from presence.hub import Hub, set_hub
+
+    rooms.cache_clear()
+    hub = Hub(store=store_factory("test-proc-a"), autotick=False)
+    hub.clock = clock
+    set_hub(hub)
+    yield hub
+    await hub.stop()
+    set_hub(None)
+    rooms.cache_clear()
+
+
+@pytest.fixture
+async def ws(hub):
+    """Open WebSocket connections to the presence endpoint: ``await ws(session=...)``."""
+    from channels.testing import WebsocketCommunicator
+
+    from presence.routing import websocket_application
+
+    app = websocket_application()
+    opened = []
+
+    async def connect(session=None, cookie=None, origin=b"http://localhost", expect_accept=True):
+        path = "/ws/presence/" + (f"?session={session}" if session else "")
+        headers = [(b"origin", origin)] if origin is not None else []
+        if cookie:
+            headers.append((b"cookie", cookie.encode()))
+        client = WebsocketCommunicator(app, path, headers=headers)
+        connected, _ = await client.connect()
+        if not expect_accept:
+            return connected
+        assert connected, "the handshake was refused"
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        with contextlib.suppress(BaseException):
+            await client.disconnect()
+
+
+@pytest.fixture
+def make_user(db):
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+
+    async def make(username: str):
+        return await sync_to_async(get_user_model().objects.create_user)(username, f"{username}@example.com", "pw")
+
+    return make
+
+
+@pytest.fixture
+def user_cookie(make_user):
+    """A session cookie header value for a signed-in user (made if missing)."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    def login(username: str) -> str:
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw")
+        client = Client()
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}"
+
+    return sync_to_async(login)
+
+
+@pytest.fixture
+async def articles(db):
+    from asgiref.sync import sync_to_async
+
+    from blog.models import Article
+
+    def make():
+        return [
+            Article.objects.create(title=f"Test article {n}", slug=f"test-article-{n}", body="Words. " * 50)
+            for n in range(12)
+        ]
+
+    return await sync_to_async(make)()
+
+
+@pytest.fixture
+def article(articles):
+    return articles[0]
+
+
+@pytest.fixture
+def recorded_events():
+    """Every presence domain event sent during the test, in order."""
+    from presence import events
+
+    seen = []
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event)
+
+    events.reader_joined.connect(receiver)
+    events.reader_left.connect(receiver)
+    yield seen
+    events.reader_joined.disconnect(receiver)
+    events.reader_left.disconnect(receiver)
