@@ -99,6 +99,7 @@ class Hub:
         self._next_online = 0.0
         self._next_beat = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._unreleased: set[tuple[str | None, str]] = set()
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
 
@@ -219,7 +220,7 @@ class Hub:
         if tabs:
             return
         del self.by_reader[conn.reader_id]
-        await self._store(self.store.release_online(conn.reader_id), quiet=True)
+        await self._release(None, conn.reader_id)
         if conn.reader_id in self.by_reader:  # another tab arrived while we released
             await self._store(self.store.claim_online(conn.reader_id), quiet=True)
 
@@ -279,7 +280,7 @@ class Hub:
         if conn.reader_id in local.to_store:  # flush this reader's last position now
             local.to_store.discard(conn.reader_id)
             await self._store(self.store.update([(room, session.reader)]), quiet=True)
-        gone_everywhere = await self._store(self.store.leave(room, conn.reader_id), quiet=True)
+        gone_everywhere = await self._release(room, conn.reader_id)
         if conn.reader_id in local.members:  # another tab re-joined while we left
             await self._store(self.store.join(room, local.sessions[conn.reader_id].reader), quiet=True)
         elif gone_everywhere is not False:
@@ -450,18 +451,14 @@ class Hub:
         gone = await self.store.heartbeat(
             self.now_ms(), ms(app_settings.PROCESS_TTL), list(self.by_reader), claims
         )
+        await self._retry_releases()
         for room in self.rooms:
             await self._group("group_add", room)  # refresh before the layer's group expiry
         by_room: dict[str, list[str]] = {}
         for room, rid in gone:
             by_room.setdefault(room, []).append(rid)
         for room, rids in by_room.items():
-            if self.layer is not None:
-                message = {"type": BATCH, "origin": "reaper:" + self.proc, "room": room, "updates": [], "left": rids}
-                try:
-                    await self.layer.group_send(rooms.group_name(room), message)
-                except Exception:
-                    logger.warning("presence hub: could not publish departures in %s", room, exc_info=True)
+            await self._announce_departures(room, rids)
         if gone:
             logger.info("presence hub: removed %d readers of dead processes", len(gone))
 
@@ -474,13 +471,49 @@ class Hub:
         except Exception:
             logger.warning("presence hub: %s %s failed", op, room, exc_info=True)
 
+    async def _release(self, room: str | None, reader_id: str) -> bool | None:
+        """Drop this process's claim on a reader online (room None) or in a room. A claim
+        the store could not drop is retried each heartbeat until it is, so an outage never
+        leaves a phantom reader behind. Returns the store's answer, None if unreachable."""
+        try:
+            if room is None:
+                return await self.store.release_online(reader_id)
+            return await self.store.leave(room, reader_id)
+        except Exception:
+            logger.warning("presence hub: could not release %s; retrying each heartbeat", room or "online")
+            self._unreleased.add((room, reader_id))
+            return None
+
+    async def _retry_releases(self) -> None:
+        for room, reader_id in list(self._unreleased):
+            self._unreleased.discard((room, reader_id))
+            held = reader_id in self.by_reader if room is None else (
+                room in self.rooms and reader_id in self.rooms[room].members
+            )
+            if held:
+                continue  # claimed again since; the heartbeat re-asserted it
+            if room is None:
+                await self.store.release_online(reader_id)
+            elif await self.store.leave(room, reader_id):
+                await self._announce_departures(room, [reader_id])
+
+    async def _announce_departures(self, room: str, reader_ids: list[str]) -> None:
+        """Tell every hub with readers in the room (this one too) that these readers left."""
+        if self.layer is None:
+            return
+        message = {"type": BATCH, "origin": "departures:" + self.proc, "room": room, "updates": [], "left": reader_ids}
+        try:
+            await self.layer.group_send(rooms.group_name(room), message)
+        except Exception:
+            logger.warning("presence hub: could not publish departures in %s", room, exc_info=True)
+
     async def _store(self, call: Awaitable, quiet: bool = False):
         """Await a store call; a store outage becomes ``Unavailable`` (or None when quiet)."""
         try:
             return await call
         except Exception as exc:
             if quiet:
-                logger.warning("presence store call failed; the next heartbeat repairs it", exc_info=True)
+                logger.warning("presence store call failed; the next heartbeat re-asserts claims", exc_info=True)
                 return None
             raise Unavailable("presence store unavailable, try again") from exc
 

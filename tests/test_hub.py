@@ -10,6 +10,7 @@ import pytest
 
 from presence import events
 from presence.hub import Hub
+from presence.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -189,3 +190,46 @@ async def test_store_that_lost_its_data_heals_within_one_heartbeat(hubs, article
     assert (after.count, after.histogram) == (before.count, before.histogram)
     assert {(r.id, r.position) for r in after.readers} == {(r.id, r.position) for r in before.readers}
 
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose releases fail while ``broken`` is set, like Redis during an outage."""
+
+    broken = False
+
+    async def release_online(self, reader_id):
+        if self.broken:
+            raise ConnectionError("store unreachable")
+        return await super().release_online(reader_id)
+
+    async def leave(self, room, reader_id):
+        if self.broken:
+            raise ConnectionError("store unreachable")
+        return await super().leave(room, reader_id)
+
+
+async def test_releases_that_failed_during_an_outage_are_retried(article, clock):
+    store = FlakyStore("proc-flaky")
+    hub = Hub(store=store, autotick=False)
+    hub.clock = clock
+    await hub.start()
+    room = f"article:{article.pk}"
+    cw, watcher = await connect(hub, "anon:watcher")
+    _, leaver = await connect(hub, "anon:leaver")
+    await hub.join(watcher, room)
+    await hub.join(leaver, room)
+    await hub.tick()
+    store.broken = True
+    await hub.unregister(leaver, events.CLOSED)
+    assert await store.online() == 2  # the store could not be told
+    store.broken = False
+    clock.advance(5)  # the next process heartbeat
+    await hub.tick()
+    await deliver()
+    clock.advance(1)
+    await hub.tick()
+    assert await store.online() == 1
+    assert await store.counts([room]) == {room: 1}
+    frame = cw.take("room")[-1]
+    assert frame["count"] == 1 and frame["left"] == [leaver.reader_id]
+    await hub.stop()
