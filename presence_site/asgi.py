@@ -3,6 +3,8 @@
 import os
 
 from channels.routing import ProtocolTypeRouter
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "presence_site.settings")
@@ -12,9 +14,13 @@ django_asgi_app = get_asgi_application()
 
 from presence.routing import websocket_application  # noqa: E402
 
+# With DEBUG on, serve static files from `daphne presence_site.asgi:application` too, as
+# `runserver` does, so the multi-process demo (README) gets its CSS and live.js.
+http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": websocket_application(),
     }
 )

@@ -56,7 +56,8 @@ def redis_url():
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="presence-redis-")
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        [server, "--port", str(port), "--bind", "127.0.0.1"]
+        + ["--save", "", "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -211,7 +212,8 @@ def make_user(db):
     from django.contrib.auth import get_user_model
 
     async def make(username: str):
-        return await sync_to_async(get_user_model().objects.create_user)(username, f"{username}@example.com", "pw")
+        create_user = sync_to_async(get_user_model().objects.create_user)
+        return await create_user(username, f"{username}@example.com", "pw")
 
     return make
 

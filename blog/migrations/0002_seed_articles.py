@@ -85,6 +85,16 @@ ARTICLES = [
             "frame, assert on the frames that come back, disconnect. No server, no sockets, no sleeping. "
             "Once that works, a handful of end-to-end tests against a real Daphne process catch the "
             "things in-process tests cannot, such as origin checks and proxy headers.",
+            "Deployment changes less than people fear. Daphne, Uvicorn and Hypercorn all speak ASGI, and "
+            "any of them can serve both your pages and your sockets. Behind a reverse proxy, remember to "
+            "forward the Upgrade and Connection headers, raise the proxy's read timeout above your "
+            "heartbeat interval, and check the Origin header at the handshake, because browsers do not "
+            "apply the same-origin policy to WebSockets the way they do to fetch.",
+            "Plan for connections to end. Servers restart, laptops sleep, phones switch from Wi-Fi to "
+            "mobile data. A client that reconnects with exponential backoff and a little random jitter "
+            "recovers gracefully, and a server that treats every disconnect as normal rather than "
+            "exceptional stays simple. Anything a connection must not forget belongs in the database or "
+            "in Redis, not in the consumer instance.",
             "Start small: a consumer, a route, and daphne at the top of INSTALLED_APPS so that runserver "
             "speaks WebSockets. Add Redis when you run more than one process, and keep an eye on the "
             "timeouts of your Redis client, because a blocking read that times out looks a lot like a "
@@ -121,6 +131,10 @@ ARTICLES = [
             "every scroll is maddening. If you want to expose progress, use a proper progressbar role "
             "with a value that updates rarely. Respect prefers-reduced-motion by dropping the smooth "
             "transition.",
+            "Test on a real phone. Mobile browsers resize the viewport as the address bar slides in and "
+            "out, which changes the visible height in the middle of a scroll. Use the visual viewport "
+            "where it is available, or accept a little wobble near the edges; what matters is that the "
+            "value never runs backwards while the reader moves forwards.",
             "Finally, consider what the bar implies. Showing readers that others are reading the same "
             "article, and roughly where they are, can make a page feel alive. It can also feel like "
             "surveillance if it shows too much. Aggregate positions into buckets, never show who someone "
@@ -183,6 +197,11 @@ ARTICLES = [
             "attribute that is not part of a plain LogRecord, and json.dumps the result with a default "
             "that turns unknown objects into strings. Include the exception text when exc_info is set, "
             "and you are done.",
+            "Levels deserve a policy too. DEBUG is for developers at their desk and should be safe to "
+            "leave off in production. INFO records things that happened and that someone may ask about "
+            "later: a deploy, a job finished, a payment accepted. WARNING means something unexpected that "
+            "the code handled; ERROR means it did not. If nobody would act on a message, it is not a "
+            "warning.",
             "Keep the message itself constant. 'order placed' is searchable and countable; 'order 1234 "
             "placed for 56.78' is neither, because every line is unique. Let the fields carry the "
             "variable parts. This also means passing arguments lazily, logger.debug('cache miss for %s', "
@@ -225,6 +244,10 @@ ARTICLES = [
             "live for years, and that is fine, as long as it is named and documented as one. A flag used "
             "to sell a feature to some customers is not a flag at all; it is an entitlement, and belongs "
             "in your data model rather than your flag service.",
+            "Be careful with flags that change data. A flag that switches which column new rows are "
+            "written to cannot simply be turned off again: the rows written while it was on stay where "
+            "they are. Changes like that need a migration plan, and the flag is only one step of it. "
+            "Write down what turning the flag off would mean before you turn it on.",
             "Make stale flags visible. A weekly report of flags that have been fully on or fully off for "
             "thirty days, with the owner's name next to each, removes most of the excuse for keeping "
             "them. Removing a flag is usually a pleasant change: delete the losing branch, delete its "
