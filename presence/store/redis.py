@@ -33,6 +33,7 @@ key would skew counts until the claims are re-asserted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -300,6 +301,7 @@ class RedisStore(Store):
             **options,
         }
         self._redis: aredis.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._scripts: dict[str, AsyncScript] = {}
         g = f"{prefix}:{{g}}"
         self._on, self._procs, self._rank = f"{g}:on", f"{g}:procs", f"{g}:rank"
@@ -325,8 +327,12 @@ class RedisStore(Store):
 
     # -- client and batches ---------------------------------------------------------------
     def _client(self) -> aredis.Redis:
-        """The client, made on first use so that it belongs to the running event loop."""
-        if self._redis is None:
+        """The client of the running event loop, made on first use there. Sync code (a DRF
+        view, a management command) reaches the store through ``async_to_sync``, which may
+        run each call in a new loop; a client cannot outlive its loop."""
+        loop = asyncio.get_running_loop()
+        if self._redis is None or self._loop is not loop:
+            self._loop = loop
             self._redis = aredis.Redis.from_url(self.url, **self.options)
             self._scripts = {name: self._redis.register_script(text) for name, text in _SCRIPTS.items()}
         return self._redis
