@@ -7,4 +7,6 @@ class PresenceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from presence import checks  # noqa: F401  (registers the system checks)
+        from presence import checks, history  # noqa: F401  (checks registers the system checks)
+
+        history.connect()

@@ -29,6 +29,14 @@ DEFAULTS: dict[str, Any] = {
     # process's readers are removed from every count (protocol: within 20 s).
     "PROCESS_HEARTBEAT": 5.0,
     "PROCESS_TTL": 12.0,
+    # Seconds between checkpoints of open reading sessions (a crash loses at most this much).
+    "CHECKPOINT_SECONDS": 30.0,
+    # Reading history: sessions shorter than this are noise, not stored.
+    "MIN_SESSION_SECONDS": 5,
+    # Days of history `presence_prune` keeps; None keeps it forever.
+    "HISTORY_DAYS": None,
+    # Sessions kept in memory while the database is unreachable; beyond that they are lost (logged).
+    "HISTORY_BACKLOG": 10_000,
     # Store backend: a dotted path, or None for Redis when REDIS_URL is set, else memory.
     "STORE": None,
     "REDIS_URL": None,
@@ -53,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": [],
     # Accept handshakes that carry no Origin header (non-browser clients).
     "ALLOW_NO_ORIGIN": False,
+    # REST API: requests per anonymous client over the public endpoints (DRF rate; None: no limit).
+    "API_THROTTLE_RATE": "120/min",
 }
 
 

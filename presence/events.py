@@ -24,6 +24,11 @@ IDENTIFY = "identify"  # re-keyed by `identify`; a ReaderJoined for the new iden
 
 reader_joined = Signal()
 reader_left = Signal()
+# Every PRESENCE_CHECKPOINT_SECONDS: the readers still in rooms of this process, so that
+# what they read so far survives a crash of the process (``Checkpoint``).
+checkpoint = Signal()
+# The site-wide count changed (``OnlineCounted``), at most once per PRESENCE_ONLINE_INTERVAL.
+online_counted = Signal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,7 @@ class ReaderJoined:
     identity: str
     reader_id: str
     joined_at: int
+    process: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +51,39 @@ class ReaderLeft:
     furthest_position: float | None
     last_position: float | None
     reason: str
+    process: str
 
 
-async def emit(event: ReaderJoined | ReaderLeft) -> None:
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    room: str
+    identity: str
+    reader_id: str
+    name: str | None
+    joined_at: int
+    furthest_position: float | None
+    last_position: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    at: int
+    process: str
+    sessions: list[OpenSession]
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineCounted:
+    count: int
+    at: int
+
+
+SIGNALS = {ReaderJoined: reader_joined, ReaderLeft: reader_left, Checkpoint: checkpoint, OnlineCounted: online_counted}
+
+
+async def emit(event: ReaderJoined | ReaderLeft | Checkpoint | OnlineCounted) -> None:
     """Deliver an event to its receivers; a failing receiver is logged, never raised."""
-    signal = reader_joined if isinstance(event, ReaderJoined) else reader_left
+    signal = SIGNALS[type(event)]
     for receiver, result in await signal.asend_robust(sender=type(event), event=event):
         if isinstance(result, Exception):
             logger.error("presence event receiver %r failed", receiver, exc_info=result)

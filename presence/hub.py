@@ -98,6 +98,7 @@ class Hub:
         self._fresh: list[Connection] = []
         self._next_online = 0.0
         self._next_beat = 0.0
+        self._next_checkpoint = 0.0
         self._tasks: list[asyncio.Task] = []
         self._unreleased: set[tuple[str | None, str]] = set()
         self._started: asyncio.Future | None = None
@@ -115,6 +116,7 @@ class Hub:
                 if self.layer is not None:
                     self.channel = await self.layer.new_channel("presence-hub")
                     self._tasks.append(asyncio.create_task(self._receive_loop()))
+                self._next_checkpoint = self.clock() + app_settings.CHECKPOINT_SECONDS
                 with contextlib.suppress(Exception):
                     await self._beat()
                 if self.autotick:
@@ -177,14 +179,15 @@ class Hub:
         self._fresh.append(conn)
         return online
 
-    async def unregister(self, conn: Connection, reason: str) -> None:
-        """Remove a connection and everything it held; safe to call twice."""
+    async def unregister(self, conn: Connection, reason: str, at_ms: int | None = None) -> None:
+        """Remove a connection and everything it held; safe to call twice. ``at_ms``: when
+        its sessions ended, if not now (a silent connection ended when last heard from)."""
         if conn.gone:
             return
         conn.gone = True
         self.connections.discard(conn)
         for room in list(conn.rooms):
-            await self._leave(conn, room, reason)
+            await self._leave(conn, room, reason, at_ms)
         await self._release_online(conn)
 
     def touch(self, conn: Connection) -> str:
@@ -260,14 +263,14 @@ class Hub:
         if first:
             session.furthest = session.reader.position
             self._announce(local, session.reader)
-            await events.emit(events.ReaderJoined(room, conn.identity, conn.reader_id, session.started_at))
+            await events.emit(events.ReaderJoined(room, conn.identity, conn.reader_id, session.started_at, self.proc))
 
     async def leave(self, conn: Connection, room: str) -> None:
         if room not in conn.rooms:
             raise NotJoined("this connection has not joined that room")
         await self._leave(conn, room, events.LEFT)
 
-    async def _leave(self, conn: Connection, room: str, reason: str) -> None:
+    async def _leave(self, conn: Connection, room: str, reason: str, at_ms: int | None = None) -> None:
         conn.rooms.discard(room)
         local = self.rooms[room]
         tabs = local.members[conn.reader_id]
@@ -296,8 +299,8 @@ class Hub:
         reader = session.reader
         await events.emit(
             events.ReaderLeft(
-                room, session.identity, conn.reader_id, reader.name, session.started_at, self.now_ms(),
-                session.furthest, reader.position, reason,
+                room, session.identity, conn.reader_id, reader.name, session.started_at, at_ms or self.now_ms(),
+                session.furthest, reader.position, reason, self.proc,
             )
         )
 
@@ -344,6 +347,9 @@ class Hub:
                     await self._beat()
                 except Exception:
                     logger.warning("presence hub: process heartbeat failed", exc_info=True)
+            if now >= self._next_checkpoint:
+                self._next_checkpoint = now + app_settings.CHECKPOINT_SECONDS
+                await events.emit(self.checkpoint())
 
     async def _flush_rooms(self) -> None:
         # Take the tick's changes synchronously, so what arrives during the awaits below
@@ -429,8 +435,11 @@ class Hub:
     async def _send_online(self) -> None:
         fresh, self._fresh = self._fresh, []
         value = await self.store.online()
-        targets = self.connections if value != self.online_value else fresh
+        changed = value != self.online_value
+        targets = self.connections if changed else fresh
         self.online_value = value
+        if changed:
+            await events.emit(events.OnlineCounted(value, self.now_ms()))
         text = protocol.dumps(protocol.online(value))
         stale = [c for c in targets if c.online_sent != value and not c.gone]
         for conn in stale:
@@ -440,9 +449,23 @@ class Hub:
     async def _drop_silent(self) -> None:
         deadline = self.clock() - app_settings.HEARTBEAT * app_settings.SILENCE_FACTOR
         for conn in [c for c in self.connections if c.last_seen < deadline]:
-            await self.unregister(conn, events.TIMEOUT)
+            await self.unregister(conn, events.TIMEOUT, at_ms=ms(conn.last_seen))
             with contextlib.suppress(Exception):
                 await conn.close(protocol.CLOSE_SILENT)
+
+    def checkpoint(self) -> events.Checkpoint:
+        """What every reader in this process has read so far."""
+        return events.Checkpoint(
+            self.now_ms(),
+            self.proc,
+            [
+                events.OpenSession(
+                    room, s.identity, rid, s.reader.name, s.started_at, s.furthest, s.reader.position
+                )
+                for room, local in self.rooms.items()
+                for rid, s in local.sessions.items()
+            ],
+        )
 
     async def _beat(self) -> None:
         """Process heartbeat: stay alive in the store, re-assert claims, reap the dead."""

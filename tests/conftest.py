@@ -146,8 +146,8 @@ def wipe_store(store_factory):
 class FakeClock:
     """A clock the test moves by hand (seconds since the epoch)."""
 
-    def __init__(self, start: float = 1_764_300_000.0):
-        self.now = start
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
 
     def __call__(self) -> float:
         return self.now
@@ -164,10 +164,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def hub(store_factory, clock):
     """The process hub over each store backend, with the test's clock and no tick loop."""
-    from presence import rooms
+    from presence import history, rooms
     from presence.hub import Hub, set_hub
 
     rooms.cache_clear()
+    history.recorder.reset()
     hub = Hub(store=store_factory("test-proc-a"), autotick=False)
     hub.clock = clock
     set_hub(hub)

@@ -1,0 +1,186 @@
+"""Reading sessions written from the hub's events, with server-clock durations.
+
+(Real processes stopped with SIGTERM or SIGKILL: test_processes.py.)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.test import override_settings
+
+from presence import history, identity
+from presence.models import EndReason, OnlinePeak, ReadingSession
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@sync_to_async
+def sessions() -> list[ReadingSession]:
+    return list(ReadingSession.objects.order_by("started_at", "reader_id").select_related("user"))
+
+
+async def settle(client) -> None:
+    await client.send_json_to({"type": "ping"})
+    while (await client.receive_json_from())["type"] != "pong":
+        pass
+
+
+async def reader_in(ws, room: str, session: str, cookie: str | None = None):
+    client = await ws(session=session, cookie=cookie)
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": room})
+    await client.receive_json_from()
+    return client
+
+
+@pytest.mark.parametrize("how", ["leave", "close", "timeout", "shutdown", "identify"])
+async def test_a_session_is_written_with_server_clock_duration_for_every_end(ws, hub, clock, article, how):
+    room = f"article:{article.pk}"
+    start = clock()
+    client = await reader_in(ws, room, "historysess1")
+    for position in (0.3, 0.8, 0.5):
+        clock.advance(20)
+        await client.send_json_to({"type": "progress", "room": room, "position": position, "name": "Ada"})
+        await settle(client)
+    clock.advance(12)
+    if how == "leave":
+        await client.send_json_to({"type": "leave", "room": room})
+        await settle(client)
+    elif how == "close":
+        await client.disconnect()
+    elif how == "timeout":
+        clock.advance(39)  # silent for 51 s: dropped, its session ended when last heard from
+        await hub.tick()
+    elif how == "shutdown":
+        client.future.cancel()
+        with pytest.raises(BaseException):  # noqa: B017 - CancelledError
+            await client.future
+    else:
+        await client.send_json_to({"type": "identify", "session": "historysess2"})
+        await client.receive_json_from()
+    (row,) = [r for r in await sessions() if r.ended_at is not None]
+    expected_seconds = 72 if how != "timeout" else 60
+    assert row.end_reason == {"leave": "left", "close": "closed", "timeout": "timeout", "shutdown": "shutdown",
+                              "identify": "identify"}[how]
+    assert row.duration_seconds == pytest.approx(expected_seconds, abs=0.01)
+    assert row.started_at.timestamp() == pytest.approx(start, abs=0.001)
+    assert (row.ended_at - row.started_at).total_seconds() == pytest.approx(expected_seconds, abs=0.01)
+    assert (row.furthest_position, row.last_position) == (0.8, 0.5)
+    assert row.room == room and row.title == article.title and row.object_id == str(article.pk)
+    assert row.name == "Ada" and row.user is None
+    assert row.reader_id == identity.reader_id("anon:historysess1")
+
+
+async def test_a_client_clock_hours_off_changes_nothing(ws, hub, clock, article):
+    """The protocol carries no client time; a client that sends one anyway is ignored."""
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "skewedclock1")
+    skewed = int((clock() - 5 * 3600) * 1000)
+    for _ in range(3):
+        clock.advance(10)
+        await client.send_json_to({"type": "progress", "room": room, "position": 0.5, "updated_at": skewed,
+                                   "joined_at": skewed, "client_time": skewed})
+        await settle(client)
+    await client.send_json_to({"type": "leave", "room": room})
+    await settle(client)
+    (row,) = await sessions()
+    assert row.duration_seconds == pytest.approx(30, abs=0.01)
+    state_times = [r.updated_at for r in (await hub.store.room_state(room)).readers]
+    assert all(t >= int((clock() - 60) * 1000) for t in state_times)
+
+
+async def test_sessions_shorter_than_the_minimum_are_not_stored(ws, clock, article):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "shortvisit01")
+    clock.advance(4.9)
+    await client.disconnect()
+    assert await sessions() == []
+    with override_settings(PRESENCE_MIN_SESSION_SECONDS=1):
+        client = await reader_in(ws, room, "shortvisit02")
+        clock.advance(1.5)
+        await client.disconnect()
+        assert len(await sessions()) == 1
+
+
+async def test_signed_in_readers_are_linked_to_their_user(ws, clock, article, user_cookie):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "usersession1", cookie=await user_cookie("dora"))
+    clock.advance(30)
+    await client.disconnect()
+    (row,) = await sessions()
+    assert row.user.username == "dora"
+
+
+async def test_open_sessions_are_checkpointed_then_closed(ws, hub, clock, article):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "checkpoint01")
+    await client.send_json_to({"type": "progress", "room": room, "position": 0.4})
+    await settle(client)
+    clock.advance(30)
+    await hub.tick()
+    (row,) = await sessions()
+    assert row.end_reason == EndReason.OPEN and row.ended_at is None
+    assert row.duration_seconds == pytest.approx(30, abs=0.01) and row.last_position == 0.4
+    clock.advance(15)
+    await client.disconnect()
+    (row,) = await sessions()
+    assert row.end_reason == "closed" and row.duration_seconds == pytest.approx(45, abs=0.01)
+
+
+async def test_prune_closes_what_a_crashed_process_left_open(ws, hub, clock, article):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "crashvictim1")
+    clock.advance(30)
+    await hub.tick()  # checkpoint at +30 s
+    clock.advance(25)  # then the process dies: no leave is ever recorded
+    (row,) = await sessions()
+    checkpoint = row.checkpoint_at
+    await sync_to_async(call_command)("presence_prune", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    (row,) = await sessions()
+    assert row.end_reason == EndReason.OPEN  # a live process may still checkpoint it
+    closed, _ = await sync_to_async(history.prune)(checkpoint + timedelta(seconds=73))
+    (row,) = await sessions()
+    assert closed == 1 and row.end_reason == EndReason.CRASH_RECOVERED
+    assert row.ended_at == checkpoint and row.duration_seconds == pytest.approx(30, abs=0.01)
+    await client.disconnect()
+
+
+async def test_prune_deletes_history_older_than_the_setting(ws, clock, article):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "oldreader001")
+    clock.advance(60)
+    await client.disconnect()
+    (row,) = await sessions()
+    with override_settings(PRESENCE_HISTORY_DAYS=30):
+        assert await sync_to_async(history.prune)(row.started_at + timedelta(days=29)) == (0, 0)
+        assert await sync_to_async(history.prune)(row.started_at + timedelta(days=31)) == (0, 1)
+    assert await sessions() == []
+
+
+async def test_no_ip_or_user_agent_is_stored(ws, clock, article):
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "privacysess1")
+    clock.advance(60)
+    await client.disconnect()
+    (row,) = await sessions()
+    fields = {f.name for f in ReadingSession._meta.get_fields()}
+    assert not fields & {"ip", "ip_address", "user_agent", "remote_addr"}
+    values = " ".join(str(getattr(row, f.attname)) for f in ReadingSession._meta.concrete_fields)
+    assert "privacysess1" not in values and "127.0.0.1" not in values
+
+
+async def test_online_peak_rises_only(ws, hub, clock):
+    clients = [await ws(session=f"peaksession{n}") for n in range(3)]
+    for c in clients:
+        await c.receive_json_from()  # hello: counted
+    await hub.tick()
+    for c in clients[:2]:
+        await c.disconnect()
+    clock.advance(1)
+    await hub.tick()
+    peak = await sync_to_async(OnlinePeak.objects.get)()
+    assert peak.count == 3
