@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,9 @@ def ms(seconds: float) -> int:
 class Connection:
     """One client connection as the hub sees it; knows nothing of WebSockets."""
 
-    __slots__ = ("identity", "reader_id", "rooms", "last_seen", "online_sent", "limiter", "send", "close", "gone")
+    __slots__ = (
+        "identity", "reader_id", "rooms", "last_seen", "online_sent", "limiter", "send", "close", "gone", "leaving",
+    )
 
     def __init__(
         self,
@@ -56,6 +59,7 @@ class Connection:
         self.send = send
         self.close = close
         self.gone = False
+        self.leaving: asyncio.Future | None = None  # its unregistering, once started
 
 
 @dataclass(slots=True)
@@ -103,6 +107,7 @@ class Hub:
         self._unreleased: set[tuple[str | None, str]] = set()
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
+        self._leaving: set[asyncio.Future] = set()
 
     def now_ms(self) -> int:
         return ms(self.clock())
@@ -121,9 +126,24 @@ class Hub:
                     await self._beat()
                 if self.autotick:
                     self._tasks.append(asyncio.create_task(self._tick_loop()))
+                self._release_on_server_shutdown()
             finally:
                 self._started.set_result(None)
         await self._started
+
+    def _release_on_server_shutdown(self) -> None:
+        """Under Daphne, run ``shutdown()`` before the reactor stops. Daphne 4.2's own SIGTERM path
+        cannot be relied on: ``kill_all_applications`` raises KeyError (cancelling nothing) while a
+        connection has no application yet, and its ``gather`` lets the reactor stop as soon as the
+        first cancelled application returns, cutting the others' unregistering short."""
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is None or not getattr(reactor, "running", False):
+            return
+        from twisted.internet import defer
+
+        reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown()))
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -182,10 +202,16 @@ class Hub:
     async def unregister(self, conn: Connection, reason: str, at_ms: int | None = None) -> None:
         """Remove a connection and everything it held; safe to call twice. ``at_ms``: when
         its sessions ended, if not now (a silent connection ended when last heard from)."""
-        if conn.gone:
-            return
-        conn.gone = True
-        self.connections.discard(conn)
+        if not conn.gone:
+            conn.gone = True
+            self.connections.discard(conn)
+            conn.leaving = asyncio.ensure_future(self._unregister_now(conn, reason, at_ms))
+            self._leaving.add(conn.leaving)
+            conn.leaving.add_done_callback(self._leaving.discard)
+        if conn.leaving is not None:  # a second call waits till the first is done
+            await asyncio.shield(conn.leaving)
+
+    async def _unregister_now(self, conn: Connection, reason: str, at_ms: int | None) -> None:
         for room in list(conn.rooms):
             await self._leave(conn, room, reason, at_ms)
         await self._release_online(conn)
@@ -287,8 +313,11 @@ class Hub:
         if conn.reader_id in local.members:  # another tab re-joined while we left
             await self._store(self.store.join(room, local.sessions[conn.reader_id].reader), quiet=True)
         elif gone_everywhere is not False:
-            local.left.add(conn.reader_id)
-            local.dirty = True
+            if self.rooms.get(room) is local:
+                local.left.add(conn.reader_id)
+                local.dirty = True
+            else:  # a concurrent leave forgot the room (and published its `left`) meanwhile
+                await self._publish(room, {}, {conn.reader_id})
         if not local.members and self.rooms.get(room) is local:
             del self.rooms[room]
             if local.left:  # tell the other processes before forgetting the room
@@ -544,6 +573,7 @@ class Hub:
         """Graceful stop: every local reader leaves, then this process's claims go at once."""
         for conn in list(self.connections):
             await self.unregister(conn, events.SHUTDOWN)
+        await asyncio.gather(*self._leaving, return_exceptions=True)  # consumers' own, in flight
         with contextlib.suppress(Exception):
             await self.store.release_all()
         await self.stop()
