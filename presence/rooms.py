@@ -75,23 +75,48 @@ def lookup(room: str) -> RoomInfo | None:
 _lookup_async = database_sync_to_async(lookup)
 
 
-async def resolve(room: object) -> RoomInfo:
-    """The object a room names, from the cache when fresh; raises InvalidRoom."""
+_MISS = object()
+
+
+def _cached(room: object) -> RoomInfo | None | object:
+    """The cached resolution of a well-formed room of a known kind, or ``_MISS``."""
     if not isinstance(room, str) or ROOM_RE.match(room) is None:
         raise InvalidRoom("room must look like '<kind>:<key>'")
     if room.split(":", 1)[0] not in app_settings.ROOM_KINDS:
         raise InvalidRoom("unknown room kind")
-    now = clock()
     cached = _cache.get(room)
-    if cached is not None and cached[0] > now:
-        _cache.move_to_end(room)
-        info = cached[1]
-    else:
-        info = await _lookup_async(room)
-        _cache[room] = (now + app_settings.ROOM_CACHE_SECONDS, info)
-        _cache.move_to_end(room)
-        while len(_cache) > app_settings.ROOM_CACHE_SIZE:
-            _cache.popitem(last=False)
+    if cached is None or cached[0] <= clock():
+        return _MISS
+    _cache.move_to_end(room)
+    return cached[1]
+
+
+def _remember(room: str, info: RoomInfo | None) -> RoomInfo:
+    _cache[room] = (clock() + app_settings.ROOM_CACHE_SECONDS, info)
+    _cache.move_to_end(room)
+    while len(_cache) > app_settings.ROOM_CACHE_SIZE:
+        _cache.popitem(last=False)
+    if info is None:
+        raise InvalidRoom("no such room")
+    return info
+
+
+async def resolve(room: object) -> RoomInfo:
+    """The object a room names, from the cache when fresh; raises InvalidRoom."""
+    info = _cached(room)
+    if info is _MISS:
+        return _remember(room, await _lookup_async(room))
+    if info is None:
+        raise InvalidRoom("no such room")
+    return info
+
+
+def resolve_sync(room: object) -> RoomInfo:
+    """``resolve`` for sync code (views, template tags): queries on the caller's own
+    connection, which ``database_sync_to_async`` would close under a request's transaction."""
+    info = _cached(room)
+    if info is _MISS:
+        return _remember(room, lookup(room))
     if info is None:
         raise InvalidRoom("no such room")
     return info

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "presence",
     "blog",
@@ -102,6 +104,22 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ with its assets served from
+# drf-spectacular-sidecar (static files), not from a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Live presence API",
+    "DESCRIPTION": "Live readership of the blog (public) and reading history (staff).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
@@ -123,7 +141,18 @@ if REDIS_URL:
                 # process died should vanish in minutes, not after the default 24 hours.
                 "group_expiry": 300,
                 "prefix": "presence-layer",
+                # A hub's channel gets one message per room per tick from every other process;
+                # the default capacity of 100 would drop updates of busy sites.
+                "channel_capacity": {"presence-hub*": 10_000},
             },
+        }
+    }
+    # One cache for every process, so that the API's throttles count requests site-wide.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "presence-site",
         }
     }
 else:

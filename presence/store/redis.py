@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -300,9 +301,12 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 1),
             **options,
         }
-        self._redis: aredis.Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        # One client (and its registered scripts) per event loop: sync code (a DRF view, a
+        # management command) reaches the store through ``async_to_sync``, which may run each
+        # call in a loop of its own, and a client cannot outlive or be shared across loops.
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aredis.Redis, dict[str, AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
         g = f"{prefix}:{{g}}"
         self._on, self._procs, self._rank = f"{g}:on", f"{g}:procs", f"{g}:rank"
 
@@ -326,19 +330,23 @@ class RedisStore(Store):
         return [*self._room(room), self._claim(room, proc), self._index(proc), self._rank]
 
     # -- client and batches ---------------------------------------------------------------
-    def _client(self) -> aredis.Redis:
-        """The client of the running event loop, made on first use there. Sync code (a DRF
-        view, a management command) reaches the store through ``async_to_sync``, which may
-        run each call in a new loop; a client cannot outlive its loop."""
+    def _connection(self) -> tuple[aredis.Redis, dict[str, AsyncScript]]:
+        """The running event loop's client and scripts, made on first use there."""
         loop = asyncio.get_running_loop()
-        if self._redis is None or self._loop is not loop:
-            self._loop = loop
-            self._redis = aredis.Redis.from_url(self.url, **self.options)
-            self._scripts = {name: self._redis.register_script(text) for name, text in _SCRIPTS.items()}
-        return self._redis
+        entry = self._clients.get(loop)
+        if entry is None:
+            client = aredis.Redis.from_url(self.url, **self.options)
+            entry = self._clients[loop] = (client, {n: client.register_script(t) for n, t in _SCRIPTS.items()})
+        return entry
+
+    def _client(self) -> aredis.Redis:
+        return self._connection()[0]
+
+    @property
+    def _scripts(self) -> dict[str, AsyncScript]:
+        return self._connection()[1]
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        self._client()
         return await self._scripts[name](keys=keys, args=args)
 
     async def _batch(self, calls: list[_Call]) -> list[Any]:
@@ -472,6 +480,7 @@ class RedisStore(Store):
         return sorted(gone)
 
     async def close(self) -> None:
-        if self._redis is not None:
-            client, self._redis = self._redis, None
-            await client.aclose()
+        """Close the running loop's client (clients of other loops go with their loops)."""
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].aclose()

@@ -1,0 +1,17 @@
+"""REST API routes (issue #3); the project includes them at ``api/presence/``."""
+
+from django.urls import path
+
+from presence import api
+
+app_name = "presence"
+
+urlpatterns = [
+    path("online/", api.OnlineView.as_view(), name="online"),
+    path("rooms/", api.RoomRankingView.as_view(), name="rooms"),
+    path("rooms/<str:room>/", api.RoomDetailView.as_view(), name="room"),
+    path("token/", api.TokenView.as_view(), name="token"),
+    path("history/", api.HistoryView.as_view(), name="history"),
+    path("history/ranking/", api.ArticleRankingView.as_view(), name="article-ranking"),
+    path("peaks/", api.PeaksView.as_view(), name="peaks"),
+]
