@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from presence import live
 from presence.charts import bar_chart_svg
 from presence.errors import Unavailable
 from presence.models import EndReason, OnlinePeak, ReadingSession
+from tests.factories import reading_session
 
 pytestmark = pytest.mark.django_db
 
@@ -26,34 +26,10 @@ CHANGELIST = "admin:presence_readingsession_changelist"
 RANKING = "admin:presence_readingsession_ranking"
 LIVE = "admin:presence_readingsession_live"
 LIVE_DATA = "admin:presence_readingsession_live_data"
-_seq = itertools.count()
 
 
-def session(
-    room: str,
-    reader: str,
-    *,
-    ago: timedelta,
-    title: str = "",
-    user=None,
-    name: str = "",
-    seconds: float = 65.0,
-    furthest: float | None = 0.5,
-    reason: str = EndReason.LEFT,
-) -> ReadingSession:
-    return ReadingSession.objects.create(
-        room=room,
-        object_id=room.split(":", 1)[1],
-        title=title,
-        reader_id=reader,
-        user=user,
-        name=name,
-        started_at=timezone.now() - ago + timedelta(microseconds=next(_seq)),
-        duration_seconds=seconds,
-        furthest_position=furthest,
-        end_reason=reason,
-        process="test",
-    )
+def session(room: str, reader: str, *, ago: timedelta, seconds: float = 65.0, **fields) -> ReadingSession:
+    return reading_session(room, reader, started_at=timezone.now() - ago, seconds=seconds, **fields)
 
 
 @pytest.fixture

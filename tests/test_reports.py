@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -10,35 +9,16 @@ import pytest
 from blog.models import Article
 from presence import reports
 from presence.models import EndReason, OnlinePeak, ReadingSession
+from tests.factories import reading_session
 
 pytestmark = pytest.mark.django_db
 
 SINCE = datetime(2026, 3, 1, tzinfo=UTC)
 UNTIL = datetime(2026, 3, 8, tzinfo=UTC)
-_seq = itertools.count()
 
 
-def session(
-    room: str,
-    reader: str,
-    *,
-    at: datetime = SINCE + timedelta(hours=1),
-    seconds: float = 10.0,
-    furthest: float | None = 0.5,
-    title: str = "",
-    reason: str = EndReason.LEFT,
-) -> ReadingSession:
-    return ReadingSession.objects.create(
-        room=room,
-        object_id=room.split(":", 1)[1],
-        title=title,
-        reader_id=reader,
-        started_at=at + timedelta(microseconds=next(_seq)),  # unique per (process, room, reader)
-        duration_seconds=seconds,
-        furthest_position=furthest,
-        end_reason=reason,
-        process="test",
-    )
+def session(room: str, reader: str, *, at: datetime = SINCE + timedelta(hours=1), **fields) -> ReadingSession:
+    return reading_session(room, reader, started_at=at, **fields)
 
 
 @pytest.fixture
@@ -101,7 +81,7 @@ def test_ranking_gone_article_keeps_its_snapshot_title_and_has_no_url():
 
 def test_ranking_period_is_half_open():
     session("article:1", "first", at=SINCE)  # included: since is inclusive
-    session("article:1", "last", at=UNTIL - timedelta(microseconds=100))
+    session("article:1", "last", at=UNTIL - timedelta(seconds=1))
     session("article:1", "before", at=SINCE - timedelta(seconds=1))
     ReadingSession.objects.create(  # excluded: until is exclusive
         room="article:1", object_id="1", reader_id="at-until", started_at=UNTIL, process="test"
