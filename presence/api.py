@@ -7,10 +7,6 @@ history, article ranking and online peaks are for staff and read the database.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
@@ -27,7 +23,7 @@ from rest_framework.views import APIView
 from presence import live, reports
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, Unavailable
-from presence.identity import make_token
+from presence.identity import address_key, make_token
 from presence.models import ReadingSession
 from presence.serializers import (
     ArticleRankingQuerySerializer,
@@ -62,8 +58,7 @@ class PresenceAnonThrottle(AnonRateThrottle):
     def get_ident(self, request) -> str:
         """A keyed hash of the client's address: the cache (Redis, with several processes)
         never holds a raw IP address."""
-        address = super().get_ident(request)
-        return hmac.new(settings.SECRET_KEY.encode(), address.encode(), hashlib.sha256).hexdigest()[:32]
+        return address_key(super().get_ident(request))
 
 
 class StoreUnavailable(APIException):

@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from presence import events, identity, protocol, ratelimit
 from presence.conf import app_settings
 from presence.errors import PresenceError, RateLimited
-from presence.hub import get_hub
+from presence.hub import TooManyConnections, get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +26,27 @@ class PresenceConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "presence-consumers-use-the-hub"
 
     conn = None
+    address = None  # the hub's key of the client address, while counted (PRESENCE_MAX_CONNECTIONS_PER_IP)
 
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
             # The server is shutting down (Daphne cancels every application).
+            self._dismiss()
             if self.conn is not None:
                 await asyncio.shield(self.hub.unregister(self.conn, events.SHUTDOWN))
             raise
 
     async def connect(self) -> None:
         self.hub = get_hub()
+        client = self.scope.get("client")
+        try:
+            self.address = self.hub.admit(client[0] if client else None)
+        except TooManyConnections:
+            logger.info("presence: handshake refused, too many connections from one address")
+            await self.close()  # before accept: HTTP 403
+            return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         session = query.get("session", [None])[0]
         who = identity.from_handshake(self.scope.get("user"), session)
@@ -46,6 +55,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
 
     async def disconnect(self, code: int) -> None:
+        self._dismiss()
         if self.conn is not None:
             await self.hub.unregister(self.conn, events.CLOSED)
 
@@ -91,6 +101,11 @@ class PresenceConsumer(AsyncWebsocketConsumer):
                 who = identity.for_session(command.session)
             online = await self.hub.identify(self.conn, who)
             await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
+
+    def _dismiss(self) -> None:
+        if self.address is not None:
+            self.hub.dismiss(self.address)
+            self.address = None
 
     async def _reply(self, frame: dict) -> None:
         await self.send(text_data=protocol.dumps(frame))

@@ -35,6 +35,10 @@ def ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+class TooManyConnections(Exception):
+    """A client address already holds ``PRESENCE_MAX_CONNECTIONS_PER_IP`` connections here."""
+
+
 class Connection:
     """One client connection as the hub sees it; knows nothing of WebSockets."""
 
@@ -108,6 +112,7 @@ class Hub:
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
+        self.per_address: dict[str, int] = {}  # address_key -> open connections
 
     def now_ms(self) -> int:
         return ms(self.clock())
@@ -175,6 +180,29 @@ class Hub:
                 self._merge_remote(message)
 
     # -- connections ------------------------------------------------------------------
+    def admit(self, address: str | None) -> str | None:
+        """Count a connection from ``address`` against ``PRESENCE_MAX_CONNECTIONS_PER_IP`` (per
+        process). Returns the key to hand to ``dismiss`` when it closes (None: not counted, the
+        cap is off or the address unknown); raises TooManyConnections over the cap."""
+        cap = app_settings.MAX_CONNECTIONS_PER_IP
+        if cap is None or not address:
+            return None
+        key = identity.address_key(address)
+        if self.per_address.get(key, 0) >= cap:
+            raise TooManyConnections(f"more than {cap} connections from one address")
+        self.per_address[key] = self.per_address.get(key, 0) + 1
+        return key
+
+    def dismiss(self, key: str | None) -> None:
+        """A connection counted by ``admit`` closed."""
+        if key is None:
+            return
+        left = self.per_address.get(key, 0) - 1
+        if left > 0:
+            self.per_address[key] = left
+        else:
+            self.per_address.pop(key, None)
+
     async def register(
         self, identity_: str, send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]]
     ) -> tuple[Connection, int]:

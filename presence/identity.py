@@ -18,7 +18,7 @@ from django.core import signing
 from presence.conf import app_settings
 from presence.errors import InvalidToken
 
-SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SESSION_RE = re.compile(r"\A[A-Za-z0-9_-]{8,64}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def is_valid_session(value: object) -> bool:
@@ -61,6 +61,13 @@ def reader_id(identity: str) -> str:
     """Opaque, stable, non-reversible id of an identity, safe to broadcast."""
     digest = hmac.new(_reader_key(), identity.encode(), hashlib.sha256).digest()
     return digest[:12].hex()
+
+
+def address_key(address: str) -> str:
+    """A keyed hash of a client address: what is counted or throttled per address, so that
+    no raw IP address is kept in memory, caches or Redis."""
+    key = ("presence.address:" + settings.SECRET_KEY).encode()
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def make_token(user: object) -> str:

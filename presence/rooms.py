@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from presence.conf import app_settings
 from presence.errors import InvalidRoom
 
-ROOM_RE = re.compile(r"^([a-z][a-z0-9_]{0,19}):([A-Za-z0-9_-]{1,64})$")
+ROOM_RE = re.compile(r"\A([a-z][a-z0-9_]{0,19}):([A-Za-z0-9_-]{1,64})\Z")  # \Z: "$" would accept a trailing newline
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,21 @@ if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 
+# HTTPS (README, "Deploying"): on by default when DEBUG is off, off with DEBUG on so that
+# `make run` keeps working over plain http. Behind a proxy that terminates TLS, set
+# SECURE_PROXY_SSL_HEADER=1 (it must set X-Forwarded-Proto) or SECURE_SSL_REDIRECT=0.
+_PRODUCTION = "0" if DEBUG else "1"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _PRODUCTION)
+# HSTS: one day by default (raise it once HTTPS is known to work: browsers remember it);
+# subdomains and preload only on request, as they bind every subdomain.
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "86400"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "0")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", "0")
+if env_bool("SECURE_PROXY_SSL_HEADER", "0"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     # First, so that `manage.py runserver` is Daphne's and serves WebSockets too.
     "daphne",
