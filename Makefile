@@ -3,7 +3,9 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: install run test test-fast lint clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install chromium run test test-fast test-js lint clean
 
 # (Re)install whenever a requirements file is newer than the stamp.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -13,13 +15,24 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium (never Playwright's downloads): install it when it is
+# missing and we can (root on Debian); elsewhere see README, "The widget".
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+		apt-get update && apt-get install -y chromium; \
+	fi
+
 # Migrations also seed the demo articles (and, with DEBUG on, the demo/demo user).
 run: install
 	$(VENV)/bin/python manage.py migrate
 	$(VENV)/bin/python manage.py runserver 127.0.0.1:8000
 
-test: install
+test: install chromium test-js
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests of the widget's pure parts (presence/static/presence/core.js), Node's own runner.
+test-js:
+	node --test tests/js/
 
 test-fast: install
 	$(VENV)/bin/python -m pytest -m "not slow and not processes" $(PYTEST_ARGS)

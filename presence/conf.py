@@ -61,8 +61,19 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": [],
     # Accept handshakes that carry no Origin header (non-browser clients).
     "ALLOW_NO_ORIGIN": False,
+    # WebSocket connections one client address may hold open in one server process; more are
+    # refused at the handshake (HTTP 403). None: no cap. Addresses are counted by keyed hash only.
+    "MAX_CONNECTIONS_PER_IP": None,
     # REST API: requests per anonymous client over the public endpoints (DRF rate; None: no limit).
     "API_THROTTLE_RATE": "120/min",
+    # The widget (issue #4): the user field shown as a signed-in reader's name (username when blank),
+    "USER_NAME_FIELD": "first_name",
+    # seconds a tab may stay hidden before it leaves its room (None: never),
+    "IDLE_AFTER": 60,
+    # the WebSocket URL pages connect to (None: ws(s)://<this host>/ws/presence/),
+    "WEBSOCKET_URL": None,
+    # and above how many readers the timeline shows the position histogram instead of markers.
+    "TIMELINE_MAX_MARKERS": 50,
 }
 
 

@@ -102,6 +102,12 @@ class Recorder:
             event.room, event.identity, event.reader_id, event.name, event.joined_at, event.left_at,
             event.furthest_position, event.last_position, event.process, event.reason,
         )
+        from presence.beacon import apending_position
+
+        final = await apending_position(event.room, event.reader_id)
+        if final is not None:  # the page's beacon said where the reader really stopped
+            row["last_position"] = final
+            row["furthest_position"] = max(row["furthest_position"] or 0.0, final)
         if row["duration_seconds"] < app_settings.MIN_SESSION_SECONDS:
             # Noise: not stored; forget a checkpoint it may have left.
             await self._flush([], [{field: row[field] for field in KEY_FIELDS}])

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from presence import api
+from presence import api, beacon
 
 app_name = "presence"
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("rooms/", api.RoomRankingView.as_view(), name="rooms"),
     path("rooms/<str:room>/", api.RoomDetailView.as_view(), name="room"),
     path("token/", api.TokenView.as_view(), name="token"),
+    path("beacon/", beacon.beacon, name="beacon"),
     path("history/", api.HistoryView.as_view(), name="history"),
     path("history/ranking/", api.ArticleRankingView.as_view(), name="article-ranking"),
     path("peaks/", api.PeaksView.as_view(), name="peaks"),

@@ -1,0 +1,157 @@
+"""The reading-position beacon (issue #4): ``POST /api/presence/beacon/``.
+
+On ``pagehide`` the widget sends its final position with ``navigator.sendBeacon`` (a
+``text/plain`` body, no CSRF token), because the socket's last ``progress`` may never leave a
+closing tab. The position goes into the reader's latest reading session of that room and, since
+that row is written only when the socket's ``leave`` arrives (possibly after the beacon), into
+the cache for ``BEACON_TTL`` seconds, where ``pending_position`` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from django.core.cache import cache
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from presence import identity, rooms
+from presence.api import PresenceAnonThrottle
+from presence.errors import InvalidRoom
+from presence.models import ReadingSession
+from presence.routing import PresenceOriginValidator
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 1024
+BEACON_TTL = 300  # seconds a beacon position waits in the cache for its session row
+SESSION_WINDOW = timedelta(hours=6)  # how far back "the reader's most recent session" looks
+
+
+class BadBeacon(ValueError):
+    pass
+
+
+def cache_key(room: str, reader_id: str) -> str:
+    return f"presence.beacon:{room}:{reader_id}"
+
+
+def pending_position(room: str, reader_id: str) -> float | None:
+    """The final position a beacon reported for this reader and room in the last few minutes."""
+    value = cache.get(cache_key(room, reader_id))
+    return value if isinstance(value, float) else None
+
+
+async def apending_position(room: str, reader_id: str) -> float | None:
+    """``pending_position`` for async callers (the history recorder)."""
+    value = await cache.aget(cache_key(room, reader_id))
+    return value if isinstance(value, float) else None
+
+
+def _allowed_origin(request: HttpRequest) -> bool:
+    """An Origin (else a Referer) whose host the WebSocket handshake would accept too."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source or source == "null":
+        return False
+    parsed = urlparse(source)
+    if not parsed.scheme or not parsed.hostname:
+        return False
+    return PresenceOriginValidator(None).valid_origin(parsed)
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    """The beacon's fields, checked with the protocol's rules; raises BadBeacon."""
+    if len(body) > MAX_BODY:
+        raise BadBeacon(f"body over {MAX_BODY} bytes")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadBeacon("body must be a JSON object") from exc
+    if not isinstance(data, dict):
+        raise BadBeacon("body must be a JSON object")
+    position = data.get("position")
+    if isinstance(position, bool) or not isinstance(position, int | float) or not math.isfinite(position):
+        raise BadBeacon("position must be a finite number")
+    if not 0 <= position <= 1:
+        raise BadBeacon("position must be in [0, 1]")
+    room = data.get("room")
+    try:
+        rooms.resolve_sync(room)
+    except InvalidRoom as exc:
+        raise BadBeacon(f"invalid room: {exc.message}") from exc
+    session = data.get("session")
+    if session is not None and not identity.is_valid_session(session):
+        raise BadBeacon("session must be 8 to 64 characters of [A-Za-z0-9_-]")
+    return {"room": room, "position": float(position), "session": session}
+
+
+def record(room: str, reader_id: str, position: float) -> bool:
+    """Put a final position into the reader's latest session of the room (and the cache);
+    True when a session row was updated."""
+    cache.set(cache_key(room, reader_id), position, BEACON_TTL)
+    since = timezone.now() - SESSION_WINDOW
+    latest = ReadingSession.objects.filter(room=room, reader_id=reader_id, started_at__gte=since).order_by(
+        "-started_at"
+    )
+    row = latest.values_list("pk", flat=True).first()
+    if row is None:
+        return False
+    sessions = ReadingSession.objects.filter(pk=row)
+    sessions.update(last_position=position)
+    sessions.filter(Q(furthest_position__isnull=True) | Q(furthest_position__lt=position)).update(
+        furthest_position=position
+    )
+    return True
+
+
+class SessionUser(BaseAuthentication):
+    """The user of Django's session, without the CSRF check of DRF's SessionAuthentication: a
+    beacon cannot send a token. The Origin check stands in for it (the view changes nothing but a
+    reading position of the sender's own session)."""
+
+    def authenticate(self, request):
+        user = getattr(request._request, "user", None)
+        return (user, None) if getattr(user, "is_authenticated", False) else None
+
+
+class BeaconView(APIView):
+    authentication_classes = [SessionUser]
+    permission_classes = [AllowAny]
+    throttle_classes = [PresenceAnonThrottle]
+
+    # The widget's own endpoint, not part of the public API's schema (documented in the README).
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> HttpResponse:
+        django_request = request._request
+        if not _allowed_origin(django_request):
+            return JsonResponse({"detail": "origin not allowed"}, status=403)
+        length = django_request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return JsonResponse({"detail": f"body over {MAX_BODY} bytes"}, status=400)
+        try:
+            beacon = parse(django_request.body)
+        except BadBeacon as exc:
+            return JsonResponse({"detail": str(exc)}, status=400)
+        user = request.user
+        if user.is_authenticated:
+            who = identity.for_user(user.pk)
+        elif beacon["session"]:
+            who = identity.for_session(beacon["session"])
+        else:
+            return JsonResponse({"detail": "session is required when not signed in"}, status=400)
+        record(beacon["room"], identity.reader_id(who), beacon["position"])
+        return HttpResponse(status=204)
+
+
+beacon = BeaconView.as_view()

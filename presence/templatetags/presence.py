@@ -1,0 +1,213 @@
+"""Template tags of the embeddable widget (issue #4): ``{% load presence %}``.
+
+Each tag renders its numbers on the server (so pages without JavaScript still show them) and
+marks the HTML that ``presence/static/presence/presence.js`` keeps live. ``presence_script``
+loads that client once per page with its configuration as JSON (``json_script``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django import template
+from django.apps import apps
+from django.template.loader import render_to_string
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import json_script
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import get_language, gettext, ngettext
+
+from presence import identity, live, rooms
+from presence.conf import app_settings
+from presence.errors import InvalidRoom, Unavailable
+
+logger = logging.getLogger(__name__)
+register = template.Library()
+
+# ngettext samples that the client picks from by CLDR plural category (core.js ``pluralise``):
+# together they cover every category of the languages Django ships.
+PLURAL_SAMPLES = (0, 1, 2, 3, 5, 11, 21, 22, 25, 100, 101, 102)
+SCRIPT_FLAG = "_presence_script_rendered"
+CONTEXT_ROOM = "presence_room"
+
+
+# Each phrase returns the translated template for a count ("%(count)s" not yet filled in).
+def online_phrase(count: int) -> str:
+    return ngettext("%(count)s reader online", "%(count)s readers online", count)
+
+
+def reading_phrase(count: int) -> str:
+    return ngettext("%(count)s person reading now", "%(count)s people reading now", count)
+
+
+def ranked_phrase(count: int) -> str:
+    return ngettext("%(count)s reader", "%(count)s readers", count)
+
+
+def counted(phrase, count: int) -> str:
+    return phrase(count) % {"count": count}
+
+
+def _samples(phrase) -> list[list[Any]]:
+    seen: dict[str, int] = {}
+    for n in PLURAL_SAMPLES:
+        seen.setdefault(phrase(n), n)
+    return [[n, text] for text, n in seen.items()]
+
+
+def room_of(obj: object) -> str | None:
+    """The room name of an object (kind from ``PRESENCE_ROOM_KINDS`` whose model is the object's,
+    key its pk or the configured field), or of a string that already is a room name."""
+    if obj is None or obj == "":
+        return None
+    if isinstance(obj, str):
+        return obj if rooms.ROOM_RE.match(obj) else None
+    meta = getattr(obj, "_meta", None)
+    if meta is None:
+        return None
+    for kind, config in app_settings.ROOM_KINDS.items():
+        label, field = (config, "pk") if isinstance(config, str) else (config["model"], config.get("field", "pk"))
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue
+        if isinstance(obj, model):
+            key = obj.pk if field == "pk" else getattr(obj, field, None)
+            room = f"{kind}:{key}"
+            return room if key is not None and rooms.ROOM_RE.match(room) else None
+    return None
+
+
+def display_name(user: object) -> str:
+    """A signed-in user's name for other readers: ``PRESENCE_USER_NAME_FIELD``, else the username."""
+    name = getattr(user, app_settings.USER_NAME_FIELD, "") or ""
+    if callable(name):
+        name = name()
+    name = str(name).strip() or user.get_username()
+    return name[: app_settings.NAME_MAX_LENGTH]
+
+
+def _websocket_url(request) -> str:
+    if app_settings.WEBSOCKET_URL:
+        return app_settings.WEBSOCKET_URL
+    if request is None:
+        return "/ws/presence/"
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{request.get_host()}/ws/presence/"
+
+
+def _api_url(name: str, **kwargs: Any) -> str | None:
+    try:
+        return reverse(f"presence:{name}", kwargs=kwargs or None)
+    except NoReverseMatch:
+        return None
+
+
+@register.simple_tag(takes_context=True)
+def presence_script(context, room: object = None) -> SafeString:
+    """The client and its configuration, once per page (later calls render nothing).
+
+    The page's room is ``room=`` (an object or a room name), else the context variable
+    ``presence_room``; with neither, the page counts online but joins no room.
+    """
+    request = context.get("request")
+    # Once per page: the request marks it; without one, the page's outermost context does.
+    holder = request.__dict__ if request is not None else context.dicts[0]
+    if holder.get(SCRIPT_FLAG):
+        return mark_safe("")
+    holder[SCRIPT_FLAG] = True
+    room_name = room_of(room if room is not None else context.get(CONTEXT_ROOM))
+    user = context.get("user") or getattr(request, "user", None)
+    signed_in = bool(getattr(user, "is_authenticated", False))
+    config = {
+        "url": _websocket_url(request),
+        "api": {
+            "online": _api_url("online"),
+            "rooms": _api_url("rooms"),
+            "token": _api_url("token"),
+            "beacon": _api_url("beacon"),
+        },
+        "heartbeat": app_settings.HEARTBEAT,
+        "idleAfter": app_settings.IDLE_AFTER,
+        "maxMarkers": app_settings.TIMELINE_MAX_MARKERS,
+        "token": identity.make_token(user) if signed_in else None,
+        "name": display_name(user) if signed_in else None,
+        "room": room_name,
+        "lang": get_language() or "en",
+        "text": {
+            "online": _samples(online_phrase),
+            "reading": _samples(reading_phrase),
+            "ranked": _samples(ranked_phrase),
+            "anonymous": gettext("Anonymous reader"),
+            "you": gettext("you"),
+            "read": gettext("%(percent)s%% read"),
+            "here": gettext("here for %(time)s"),
+            "bucket": gettext("%(count)s readers between %(from)s%% and %(to)s%%"),
+            "nobody": gettext("Nobody is reading right now."),
+        },
+    }
+    return render_to_string(
+        "presence/script.html",
+        {"config": json_script(config, "presence-config"), "src": static("presence/presence.js"),
+         "css": static("presence/presence.css")},
+    )
+
+
+def _online() -> int | None:
+    try:
+        return live.online_count()
+    except Unavailable:
+        logger.warning("presence: store unavailable while rendering the online count", exc_info=True)
+        return None
+
+
+def _room_count(room: str | None) -> int | None:
+    if room is None:
+        return None
+    try:
+        return live.room_detail(room)["count"]
+    except InvalidRoom:
+        return None
+    except Unavailable:
+        logger.warning("presence: store unavailable while rendering %s", room, exc_info=True)
+        return None
+
+
+@register.inclusion_tag("presence/online.html")
+def presence_online() -> dict[str, Any]:
+    """The site-wide count of readers, kept live by the client."""
+    count = _online()
+    return {"count": count, "text": counted(online_phrase, count) if count is not None else gettext("– readers online")}
+
+
+@register.inclusion_tag("presence/readers.html")
+def presence_readers(obj: object) -> dict[str, Any]:
+    """"N people reading now" for an object (or a room name)."""
+    room = room_of(obj)
+    count = _room_count(room)
+    text = counted(reading_phrase, count) if count is not None else gettext("– people reading now")
+    return {"room": room, "count": count, "text": text}
+
+
+@register.inclusion_tag("presence/timeline.html", takes_context=True)
+def presence_timeline(context, obj: object) -> dict[str, Any]:
+    """The reading-progress timeline beside an article: one marker per reader (drawn by the client)."""
+    user = context.get("user")
+    return {"room": room_of(obj), "signed_in": bool(getattr(user, "is_authenticated", False))}
+
+
+@register.inclusion_tag("presence/ranking.html")
+def presence_ranking(limit: int = 5) -> dict[str, Any]:
+    """The most-read rooms now, with their titles, links and counts."""
+    limit = max(1, min(int(limit), 50))
+    try:
+        entries = live.live_ranking(limit)
+        unavailable = False
+    except Unavailable:
+        logger.warning("presence: store unavailable while rendering the ranking", exc_info=True)
+        entries, unavailable = [], True
+    for entry in entries:
+        entry["text"] = counted(ranked_phrase, entry["count"])
+    return {"entries": entries, "limit": limit, "unavailable": unavailable}

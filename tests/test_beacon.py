@@ -1,0 +1,152 @@
+"""The reading-position beacon (issue #4): origin, validation, identity, and the session row."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.cache import cache
+from django.test import override_settings
+from django.utils import timezone
+
+from presence import beacon, identity, rooms
+from presence.models import ReadingSession
+
+URL = "/api/presence/beacon/"
+SESSION = "abcdefgh12345678"
+ORIGIN = "http://localhost"
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    cache.clear()
+    rooms.cache_clear()
+    yield
+    cache.clear()
+    rooms.cache_clear()
+
+
+@pytest.fixture
+def article(db):
+    from blog.models import Article
+
+    return Article.objects.create(title="Beacon", slug="beacon", body="Words. " * 20)
+
+
+def post(client, body, origin=ORIGIN, referer=None, content_type="text/plain;charset=UTF-8"):
+    headers = {}
+    if origin:
+        headers["HTTP_ORIGIN"] = origin
+    if referer:
+        headers["HTTP_REFERER"] = referer
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(URL, data=data, content_type=content_type, **headers)
+
+
+def session_row(room: str, reader_id: str, **fields) -> ReadingSession:
+    defaults = dict(
+        process="p1", room=room, object_id=room.split(":")[1], reader_id=reader_id,
+        started_at=timezone.now() - timedelta(minutes=5), furthest_position=0.5, last_position=0.5,
+    )
+    defaults.update(fields)
+    return ReadingSession.objects.create(**defaults)
+
+
+def test_records_into_the_latest_session(client, article):
+    room = f"article:{article.pk}"
+    reader = identity.reader_id(identity.for_session(SESSION))
+    old = session_row(room, reader, started_at=timezone.now() - timedelta(hours=1), furthest_position=0.2)
+    latest = session_row(room, reader)
+    response = post(client, {"session": SESSION, "room": room, "position": 0.8})
+    assert response.status_code == 204
+    latest.refresh_from_db()
+    old.refresh_from_db()
+    assert (latest.last_position, latest.furthest_position) == (0.8, 0.8)
+    assert old.furthest_position == 0.2
+    assert beacon.pending_position(room, reader) == 0.8
+
+    # Scrolling back up: the last position drops, the furthest stays.
+    assert post(client, {"session": SESSION, "room": room, "position": 0.3}).status_code == 204
+    latest.refresh_from_db()
+    assert (latest.last_position, latest.furthest_position) == (0.3, 0.8)
+
+
+def test_kept_in_the_cache_when_the_row_is_not_written_yet(client, article):
+    room = f"article:{article.pk}"
+    reader = identity.reader_id(identity.for_session(SESSION))
+    session_row(room, reader, started_at=timezone.now() - timedelta(days=2))  # too old to be "this" session
+    assert post(client, {"session": SESSION, "room": room, "position": 1}).status_code == 204
+    assert beacon.pending_position(room, reader) == 1.0
+    assert async_to_sync(beacon.apending_position)(room, reader) == 1.0
+    assert beacon.pending_position(room, "someone-else") is None
+    assert ReadingSession.objects.get().last_position == 0.5
+
+
+def test_signed_in_user_is_the_identity(client, article, django_user_model):
+    user = django_user_model.objects.create_user("bea", password="pw")
+    client.force_login(user)
+    room = f"article:{article.pk}"
+    row = session_row(room, identity.reader_id(identity.for_user(user.pk)))
+    # No CSRF token (a beacon cannot send one), and the session field is ignored.
+    client.handler.enforce_csrf_checks = True
+    assert post(client, {"session": SESSION, "room": room, "position": 0.9}).status_code == 204
+    row.refresh_from_db()
+    assert row.last_position == 0.9
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "JSON object"),
+        ([1, 2], "JSON object"),
+        ({"session": SESSION, "room": "article:1", "position": 1.5}, "[0, 1]"),
+        ({"session": SESSION, "room": "article:1", "position": -0.1}, "[0, 1]"),
+        ({"session": SESSION, "room": "article:1", "position": "0.5"}, "finite number"),
+        ({"session": SESSION, "room": "article:1", "position": True}, "finite number"),
+        ('{"session": "abcdefgh12345678", "room": "article:1", "position": NaN}', "finite number"),
+        ('{"session": "abcdefgh12345678", "room": "article:1", "position": Infinity}', "finite number"),
+        ({"session": SESSION, "room": "nope", "position": 0.5}, "invalid room"),
+        ({"session": SESSION, "room": "article:999999", "position": 0.5}, "invalid room"),
+        ({"session": SESSION, "room": "secret:1", "position": 0.5}, "invalid room"),
+        ({"session": "bad id!", "room": "ROOM", "position": 0.5}, "session"),
+        ({"room": "ROOM", "position": 0.5}, "session is required"),
+        ({"session": SESSION, "room": "ROOM", "position": 0.5, "pad": "x" * 1100}, "1024 bytes"),
+    ],
+)
+def test_bad_input_is_400_with_a_message(client, article, body, message):
+    if isinstance(body, dict) and body.get("room") == "ROOM":
+        body["room"] = f"article:{article.pk}"
+    response = post(client, body)
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert ReadingSession.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("origin", "referer", "status"),
+    [
+        ("http://evil.example", None, 403),
+        (None, None, 403),
+        ("null", None, 403),
+        (None, "http://evil.example/articles/x/", 403),
+        (None, "http://localhost/articles/x/", 204),
+        ("http://localhost:8000", None, 204),
+    ],
+)
+def test_origin_or_referer_must_be_allowed(client, article, origin, referer, status):
+    body = {"session": SESSION, "room": f"article:{article.pk}", "position": 0.5}
+    assert post(client, body, origin=origin, referer=referer).status_code == status
+
+
+@override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example"])
+def test_allowed_origins_setting(client, article):
+    body = {"session": SESSION, "room": f"article:{article.pk}", "position": 0.5}
+    assert post(client, body, origin="https://blog.example").status_code == 204
+
+
+@override_settings(PRESENCE_API_THROTTLE_RATE="2/min")
+def test_throttled_like_the_public_api(client, article):
+    body = {"session": SESSION, "room": f"article:{article.pk}", "position": 0.5}
+    assert [post(client, body).status_code for _ in range(3)] == [204, 204, 429]
