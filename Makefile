@@ -19,7 +19,7 @@ install: $(STAMP)
 # missing and we can (root on Debian); elsewhere see README, "The widget".
 chromium:
 	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
-		apt-get update && apt-get install -y chromium; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
 # Migrations also seed the demo articles (and, with DEBUG on, the demo/demo user).
