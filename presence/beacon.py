@@ -4,7 +4,7 @@ On ``pagehide`` the widget sends its final position with ``navigator.sendBeacon`
 ``text/plain`` body, no CSRF token), because the socket's last ``progress`` may never leave a
 closing tab. The position goes into the reader's latest reading session of that room and, since
 that row is written only when the socket's ``leave`` arrives (possibly after the beacon), into
-the cache for ``BEACON_TTL`` seconds, where ``pending_position`` finds it.
+the cache for a few minutes (``history.remember_final_position``), where the recorder finds it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from django.core.cache import cache
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -29,34 +28,19 @@ from rest_framework.views import APIView
 from presence import identity, rooms
 from presence.api import PresenceAnonThrottle
 from presence.errors import InvalidRoom
+from presence.history import remember_final_position
 from presence.models import ReadingSession
 from presence.routing import PresenceOriginValidator
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 1024
-BEACON_TTL = 300  # seconds a beacon position waits in the cache for its session row
 SESSION_WINDOW = timedelta(hours=6)  # how far back "the reader's most recent session" looks
 
 
 class BadBeacon(ValueError):
     pass
 
-
-def cache_key(room: str, reader_id: str) -> str:
-    return f"presence.beacon:{room}:{reader_id}"
-
-
-def pending_position(room: str, reader_id: str) -> float | None:
-    """The final position a beacon reported for this reader and room in the last few minutes."""
-    value = cache.get(cache_key(room, reader_id))
-    return value if isinstance(value, float) else None
-
-
-async def apending_position(room: str, reader_id: str) -> float | None:
-    """``pending_position`` for async callers (the history recorder)."""
-    value = await cache.aget(cache_key(room, reader_id))
-    return value if isinstance(value, float) else None
 
 
 def _allowed_origin(request: HttpRequest) -> bool:
@@ -99,7 +83,7 @@ def parse(body: bytes) -> dict[str, Any]:
 def record(room: str, reader_id: str, position: float) -> bool:
     """Put a final position into the reader's latest session of the room (and the cache);
     True when a session row was updated."""
-    cache.set(cache_key(room, reader_id), position, BEACON_TTL)
+    remember_final_position(room, reader_id, position)
     since = timezone.now() - SESSION_WINDOW
     latest = ReadingSession.objects.filter(room=room, reader_id=reader_id, started_at__gte=since).order_by(
         "-started_at"

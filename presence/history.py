@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -102,9 +103,7 @@ class Recorder:
             event.room, event.identity, event.reader_id, event.name, event.joined_at, event.left_at,
             event.furthest_position, event.last_position, event.process, event.reason,
         )
-        from presence.beacon import apending_position
-
-        final = await apending_position(event.room, event.reader_id)
+        final = await afinal_position(event.room, event.reader_id)
         if final is not None:  # the page's beacon said where the reader really stopped
             row["last_position"] = final
             row["furthest_position"] = max(row["furthest_position"] or 0.0, final)
@@ -169,6 +168,28 @@ class Recorder:
 
 
 recorder = Recorder()
+
+# Where a closing page's beacon said its reader stopped (``presence.beacon``), kept until the
+# socket's leave writes the session, which may arrive after the beacon.
+FINAL_POSITION_TTL = 300
+
+
+def _final_key(room: str, reader_id: str) -> str:
+    return f"presence.final:{room}:{reader_id}"
+
+
+def remember_final_position(room: str, reader_id: str, position: float) -> None:
+    cache.set(_final_key(room, reader_id), position, FINAL_POSITION_TTL)
+
+
+def final_position(room: str, reader_id: str) -> float | None:
+    value = cache.get(_final_key(room, reader_id))
+    return value if isinstance(value, float) else None
+
+
+async def afinal_position(room: str, reader_id: str) -> float | None:
+    value = await cache.aget(_final_key(room, reader_id))
+    return value if isinstance(value, float) else None
 
 
 def connect() -> None:

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from presence import beacon, identity, rooms
+from presence import history, identity, rooms
 from presence.models import ReadingSession
 
 URL = "/api/presence/beacon/"
@@ -65,7 +65,7 @@ def test_records_into_the_latest_session(client, article):
     old.refresh_from_db()
     assert (latest.last_position, latest.furthest_position) == (0.8, 0.8)
     assert old.furthest_position == 0.2
-    assert beacon.pending_position(room, reader) == 0.8
+    assert history.final_position(room, reader) == 0.8
 
     # Scrolling back up: the last position drops, the furthest stays.
     assert post(client, {"session": SESSION, "room": room, "position": 0.3}).status_code == 204
@@ -78,9 +78,9 @@ def test_kept_in_the_cache_when_the_row_is_not_written_yet(client, article):
     reader = identity.reader_id(identity.for_session(SESSION))
     session_row(room, reader, started_at=timezone.now() - timedelta(days=2))  # too old to be "this" session
     assert post(client, {"session": SESSION, "room": room, "position": 1}).status_code == 204
-    assert beacon.pending_position(room, reader) == 1.0
-    assert async_to_sync(beacon.apending_position)(room, reader) == 1.0
-    assert beacon.pending_position(room, "someone-else") is None
+    assert history.final_position(room, reader) == 1.0
+    assert async_to_sync(history.afinal_position)(room, reader) == 1.0
+    assert history.final_position(room, "someone-else") is None
     assert ReadingSession.objects.get().last_position == 0.5
 
 

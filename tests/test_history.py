@@ -188,17 +188,13 @@ async def test_online_peak_rises_only(ws, hub, clock):
 
 
 async def test_the_beacons_final_position_reaches_a_session_written_after_it(ws, clock, article):
-    from django.core.cache import cache
-
-    from presence import beacon
-
     room = f"article:{article.pk}"
     client = await reader_in(ws, room, "beaconreader")
     await client.send_json_to({"type": "progress", "room": room, "position": 0.4})
     await settle(client)
     clock.advance(30)
     # The page is going away: its beacon arrives before the socket's close.
-    await cache.aset(beacon.cache_key(room, identity.reader_id("anon:beaconreader")), 0.93, 300)
+    await sync_to_async(history.remember_final_position)(room, identity.reader_id("anon:beaconreader"), 0.93)
     await client.disconnect()
     (row,) = await sessions()
     assert (row.last_position, row.furthest_position) == (0.93, 0.93)
