@@ -272,3 +272,20 @@ def recorded_events():
     yield seen
     events.reader_joined.disconnect(receiver)
     events.reader_left.disconnect(receiver)
+
+
+@pytest.fixture
+def fresh_caches():
+    """Empty Django's cache (DRF throttles, beacon positions) and the room resolutions around a
+    test, and forget any store it installed."""
+    from django.core.cache import cache
+
+    import presence.store
+    from presence import rooms
+
+    cache.clear()
+    rooms.cache_clear()
+    yield
+    cache.clear()
+    rooms.cache_clear()
+    presence.store.reset()

@@ -1,4 +1,4 @@
-"""Rows for tests that read reading history (admin, reports)."""
+"""Rows and stores for tests: reading history (admin, reports), stores installed by sync tests."""
 
 from __future__ import annotations
 
@@ -37,3 +37,15 @@ def reading_session(
         end_reason=reason,
         process="test",
     )
+
+
+def make_store(backend: str, request, proc: str = "test-proc"):
+    """A store of one backend; Redis under the test's own key prefix (``redis_prefix``)."""
+    if backend == "memory":
+        from presence.store.memory import MemoryStore
+
+        return MemoryStore(proc)
+    from presence.store.redis import RedisStore
+
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    return RedisStore(proc, url=url, prefix=prefix)

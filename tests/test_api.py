@@ -12,20 +12,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 import presence.store
-from presence import identity, live, rooms
+from presence import identity, live
 from presence.conf import app_settings
 from presence.models import OnlinePeak, ReadingSession
 from presence.store.base import HISTOGRAM_BUCKETS, Reader, Store
+from tests.factories import make_store
 
 # Room resolution goes through channels' database_sync_to_async, which closes connections
 # left in a transaction: only transactional tests see the real request path.
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_caches")]
 
 API = "/api/presence/"
 READER_KEYS = {"id", "name", "position", "joined_at", "updated_at"}
@@ -33,28 +33,6 @@ STAFF_URLS = [f"{API}history/", f"{API}history/ranking/", f"{API}peaks/"]
 
 
 # -- fixtures and helpers --------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """DRF's throttle history lives in Django's cache; room resolutions in presence.rooms."""
-    cache.clear()
-    rooms.cache_clear()
-    yield
-    cache.clear()
-    rooms.cache_clear()
-    presence.store.reset()
-
-
-def make_store(kind: str, request) -> Store:
-    if kind == "memory":
-        from presence.store.memory import MemoryStore
-
-        return MemoryStore("api-test")
-    from presence.store.redis import RedisStore
-
-    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    return RedisStore("api-test", url=url, prefix=prefix)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

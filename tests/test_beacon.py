@@ -7,25 +7,17 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from presence import history, identity, rooms
+from presence import history, identity
 from presence.models import ReadingSession
+
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 URL = "/api/presence/beacon/"
 SESSION = "abcdefgh12345678"
 ORIGIN = "http://localhost"
-
-
-@pytest.fixture(autouse=True)
-def fresh():
-    cache.clear()
-    rooms.cache_clear()
-    yield
-    cache.clear()
-    rooms.cache_clear()
 
 
 @pytest.fixture

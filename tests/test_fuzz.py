@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from presence import identity, rooms
 from presence.hub import Hub, set_hub
 from presence.routing import websocket_application
+from tests.factories import make_store
 
 
 class FakeClock:
@@ -227,17 +228,6 @@ async def storm(store, room, batch, tokens, seen):
     await store.close()
 
 
-def make_store(backend, request):
-    if backend == "memory":
-        from presence.store.memory import MemoryStore
-
-        return lambda: MemoryStore("fuzz-proc")
-    from presence.store.redis import RedisStore
-
-    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    return lambda: RedisStore("fuzz-proc", url=url, prefix=prefix)
-
-
 @pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def test_hostile_frames_are_refused_and_disturb_nobody(backend, request, django_user_model):
     from blog.models import Article
@@ -253,7 +243,9 @@ def test_hostile_frames_are_refused_and_disturb_nobody(backend, request, django_
         signing.dumps({"u": str(user.pk)}, salt="not.presence"), signing.dumps({"u": 1}, salt="presence.identity"),
         signing.dumps(["user:1"], salt="presence.identity"), "user:1", good_token.split(":")[0],
     ]
-    new_store = make_store(backend, request)
+    def new_store():
+        return make_store(backend, request, "fuzz-proc")
+
     errors = ErrorRecords()
     watched = [logging.getLogger(), logging.getLogger("presence"), logging.getLogger("django")]
     for logger in watched:

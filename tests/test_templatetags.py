@@ -7,24 +7,16 @@ import re
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.cache import cache
 from django.template import Context, Template
 from django.test import RequestFactory, override_settings
 
 import presence.store
-from presence import identity, rooms
+from presence import identity
 from presence.store.base import Reader
 from presence.store.memory import MemoryStore
 from presence.templatetags.presence import room_of
 
-
-@pytest.fixture(autouse=True)
-def fresh():
-    cache.clear()
-    rooms.cache_clear()
-    yield
-    rooms.cache_clear()
-    presence.store.reset()
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture
