@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import sys
 import time
@@ -29,6 +30,12 @@ from presence.store import Reader, RoomState, Store, get_store, process_id
 logger = logging.getLogger(__name__)
 
 BATCH = "presence.batch"
+
+# A tick publishes this process's changes at a wall-clock multiple of PRESENCE_TICK (the same
+# moment on every process), then fans out this fraction of a tick later: by then the other
+# processes' batches of the same tick have arrived, so a change reaches readers on every
+# process within one tick, not two.
+FAN_OUT_DELAY = 0.1
 
 
 def ms(seconds: float) -> int:
@@ -80,9 +87,11 @@ class Session:
 class LocalRoom:
     members: dict[str, set[Connection]] = field(default_factory=dict)  # reader id -> connections
     sessions: dict[str, Session] = field(default_factory=dict)
-    # Changes since the last tick: local ones are also published to other processes.
+    # Local changes since the last fan-out, and since the last publish to the other processes.
     updates: dict[str, Reader] = field(default_factory=dict)
     left: set[str] = field(default_factory=set)
+    outbox: dict[str, Reader] = field(default_factory=dict)
+    outbox_left: set[str] = field(default_factory=set)
     to_store: set[str] = field(default_factory=set)
     remote_updates: dict[str, dict] = field(default_factory=dict)
     remote_left: set[str] = field(default_factory=set)
@@ -160,7 +169,10 @@ class Hub:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(app_settings.TICK)
+            tick = app_settings.TICK
+            await asyncio.sleep(tick - self.clock() % tick)
+            await self.publish()
+            await asyncio.sleep(tick * FAN_OUT_DELAY)
             await self.tick()
 
     async def _receive_loop(self) -> None:
@@ -334,6 +346,7 @@ class Hub:
         del local.members[conn.reader_id]
         session = local.sessions.pop(conn.reader_id)
         local.updates.pop(conn.reader_id, None)
+        local.outbox.pop(conn.reader_id, None)
         if conn.reader_id in local.to_store:  # flush this reader's last position now
             local.to_store.discard(conn.reader_id)
             await self._store(self.store.update([(room, session.reader)]), quiet=True)
@@ -343,13 +356,14 @@ class Hub:
         elif gone_everywhere is not False:
             if self.rooms.get(room) is local:
                 local.left.add(conn.reader_id)
+                local.outbox_left.add(conn.reader_id)
                 local.dirty = True
             else:  # a concurrent leave forgot the room (and published its `left`) meanwhile
-                await self._publish(room, {}, {conn.reader_id})
+                await self._publish(room, [], {conn.reader_id})
         if not local.members and self.rooms.get(room) is local:
             del self.rooms[room]
-            if local.left:  # tell the other processes before forgetting the room
-                await self._publish(room, {}, local.left)
+            if local.outbox_left:  # tell the other processes before forgetting the room
+                await self._publish(room, [], local.outbox_left)
             await self._group("group_discard", room)
             if room in self.rooms:  # somebody joined it again meanwhile
                 await self._group("group_add", room)
@@ -379,8 +393,9 @@ class Hub:
 
     @staticmethod
     def _announce(local: LocalRoom, reader: Reader) -> None:
-        local.updates[reader.id] = reader
+        local.updates[reader.id] = local.outbox[reader.id] = reader
         local.left.discard(reader.id)
+        local.outbox_left.discard(reader.id)
         local.dirty = True
 
     # -- ticks --------------------------------------------------------------------------
@@ -408,55 +423,79 @@ class Hub:
                 self._next_checkpoint = now + app_settings.CHECKPOINT_SECONDS
                 await events.emit(self.checkpoint())
 
-    async def _flush_rooms(self) -> None:
-        # Take the tick's changes synchronously, so what arrives during the awaits below
-        # waits for the next tick instead of being lost.
-        batches, writes = [], []
+    async def publish(self) -> None:
+        """First half of a tick (the tick loop runs it ``FAN_OUT_DELAY`` before ``tick``)."""
+        async with self._tick_lock:
+            await self._publish_rooms()
+
+    async def _publish_rooms(self) -> None:
+        """First half of a tick: store this process's progress and send its changes to the
+        other processes' hubs (at most ``ROOM_STATE_READERS`` updates per room: see ``newest``)."""
+        # Take the changes synchronously, so what arrives during the awaits below waits for
+        # the next tick instead of being lost.
+        writes, batches = [], []
         for room, local in self.rooms.items():
-            if not local.dirty:
-                continue
-            mine = {rid: r.as_dict() for rid, r in local.updates.items()}
-            updates = {rid: r for rid, r in local.remote_updates.items()}
-            for rid, reader in mine.items():
-                if rid not in updates or reader["updated_at"] >= updates[rid]["updated_at"]:
-                    updates[rid] = reader
-            left = (local.left | local.remote_left) - updates.keys()
-            batches.append((room, local, mine, local.left, updates, left))
             writes.extend((room, replace(local.sessions[rid].reader)) for rid in local.to_store)
-            local.updates, local.left, local.to_store = {}, set(), set()
-            local.remote_updates, local.remote_left = {}, set()
-            local.dirty = False
-        if not batches:
-            return
+            local.to_store = set()
+            if local.outbox or local.outbox_left:
+                batches.append((room, newest(r.as_dict() for r in local.outbox.values()), local.outbox_left))
+                local.outbox, local.outbox_left = {}, set()
         if writes:
             try:
                 await self.store.update(writes)
             except Exception:
                 logger.warning("presence hub: progress not stored; the next heartbeat re-asserts", exc_info=True)
+        for room, updates, left in batches:
+            await self._publish(room, updates, left)
+
+    async def _flush_rooms(self) -> None:
+        """Second half of a tick: one `room` frame per changed room, encoded once, to its local readers."""
+        await self._publish_rooms()
+        batches = []
+        for room, local in self.rooms.items():
+            if not local.dirty:
+                continue
+            updates = dict(local.remote_updates)
+            for rid, reader in local.updates.items():
+                mine = reader.as_dict()
+                if rid not in updates or mine["updated_at"] >= updates[rid]["updated_at"]:
+                    updates[rid] = mine
+            left = (local.left | local.remote_left) - updates.keys()
+            batches.append((room, local, newest(updates.values()), left))
+            local.updates, local.left = {}, set()
+            local.remote_updates, local.remote_left = {}, set()
+            local.dirty = False
+        if not batches:
+            return
         try:
             counts = await self.store.counts([b[0] for b in batches])
         except Exception:
             logger.warning("presence hub: room counts unavailable; sending local ones", exc_info=True)
             counts = {room: local.count or len(local.members) for room, local, *_ in batches}
-        for room, local, mine, mine_left, updates, left in batches:
-            if mine or mine_left:
-                await self._publish(room, mine, mine_left)
+        histograms = await self._histograms([room for room, *_ in batches if counts.get(room, 0) > app_settings.ROOM_STATE_READERS])
+        for room, local, updates, left in batches:
             count = counts.get(room, 0)
             if not updates and not left and count == local.count:
                 continue
             local.count = count
-            text = protocol.dumps(
-                {"type": "room", "room": room, "count": count, "updates": list(updates.values()), "left": sorted(left)}
-            )
-            await self._fan_out([c for tabs in local.members.values() for c in tabs], text)
+            frame = {"type": "room", "room": room, "count": count, "updates": updates, "left": sorted(left)}
+            if room in histograms:
+                frame["histogram"] = histograms[room]
+            await self._fan_out([c for tabs in local.members.values() for c in tabs], protocol.dumps(frame))
 
-    async def _publish(self, room: str, updates: dict[str, dict], left: set[str]) -> None:
+    async def _histograms(self, rooms_: list[str]) -> dict[str, list[int]]:
+        """Histograms of rooms too large for a client to know every reader (protocol extension:
+        `room` frames of such rooms carry one, so the widget's distribution stays exact)."""
+        if not rooms_:
+            return {}
+        states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
+        return {room: state.histogram for room, state in zip(rooms_, states, strict=True) if isinstance(state, RoomState)}
+
+    async def _publish(self, room: str, updates: list[dict], left: set[str]) -> None:
         """Tell the other processes' hubs what changed in a room here."""
         if self.layer is None:
             return
-        message = {
-            "type": BATCH, "origin": self.proc, "room": room, "updates": list(updates.values()), "left": sorted(left),
-        }
+        message = {"type": BATCH, "origin": self.proc, "room": room, "updates": updates, "left": sorted(left)}
         try:
             await self.layer.group_send(rooms.group_name(room), message)
         except Exception:
@@ -605,6 +644,13 @@ class Hub:
         with contextlib.suppress(Exception):
             await self.store.release_all()
         await self.stop()
+
+
+def newest(readers) -> list[dict]:
+    """The ``ROOM_STATE_READERS`` most recently updated reader objects, newest first. A `room`
+    frame lists no more readers than a `room_state` does: the widget draws a few dozen markers,
+    and frames of a crowded room would otherwise grow with its size, their cost with its square."""
+    return heapq.nlargest(app_settings.ROOM_STATE_READERS, readers, key=lambda r: (r["updated_at"], r["id"]))
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}

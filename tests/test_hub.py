@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+from django.test import override_settings
 
 from presence import events
 from presence.hub import Hub
@@ -103,6 +104,72 @@ async def test_progress_on_one_process_reaches_readers_on_the_other(hubs, articl
     (update,) = frame["updates"]
     assert (update["id"], update["position"], update["name"]) == (conn_a.reader_id, 0.75, "Writer")
     assert update["updated_at"] == int(clock() * 1000)
+
+
+async def test_progress_reaches_the_other_process_within_one_tick(hubs, article, clock):
+    """The tick loop publishes on every process first and fans out a moment later: a change made
+    on one process is in the other process's very next `room` frame, not the one after."""
+    a, b = hubs
+    room = f"article:{article.pk}"
+    _, writer = await connect(a, "anon:writer")
+    cb, watcher = await connect(b, "anon:watcher")
+    await a.join(writer, room)
+    await b.join(watcher, room)
+    await tick_all(hubs)
+    cb.take("room")
+    a.progress(writer, room, 0.6, None)
+    for hub in hubs:
+        await hub.publish()
+    await deliver()
+    for hub in hubs:
+        await hub.tick()
+    (frame,) = cb.take("room")
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(writer.reader_id, 0.6)]
+
+
+async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_histogram(hubs, article, clock):
+    """A `room` frame lists no more readers than `room_state` does (newest first), whatever the
+    crowd, and then carries the histogram so that the distribution stays exact."""
+    a, b = hubs
+    room = f"article:{article.pk}"
+    cw, watcher = await connect(b, "anon:watcher")
+    await b.join(watcher, room)
+    readers = []
+    for n in range(6):
+        hub = (a, b)[n % 2]
+        _, conn = await connect(hub, f"anon:crowd-{n}")
+        await hub.join(conn, room)
+        readers.append((hub, conn))
+    with override_settings(PRESENCE_ROOM_STATE_READERS=3):
+        await tick_all(hubs)
+        cw.take("room")
+        for n, (hub, conn) in enumerate(readers):
+            clock.advance(0.01)
+            hub.progress(conn, room, n / 6, None)
+        for hub in hubs:
+            await hub.publish()
+        await deliver()
+        for hub in hubs:
+            await hub.tick()
+        (frame,) = cw.take("room")
+        state = await a.store.room_state(room)
+    newest = [conn.reader_id for _, conn in reversed(readers[3:])]
+    assert [u["id"] for u in frame["updates"]] == newest
+    assert frame["count"] == 7
+    assert frame["histogram"] == state.histogram and sum(state.histogram) == 7
+
+
+async def test_a_small_room_frame_lists_every_change_without_a_histogram(hubs, article, clock):
+    a, _ = hubs
+    room = f"article:{article.pk}"
+    cw, watcher = await connect(a, "anon:watcher")
+    _, reader = await connect(a, "anon:reader")
+    for conn in (watcher, reader):
+        await a.join(conn, room)
+    await a.tick()
+    (frame,) = cw.take("room")
+    assert {u["id"] for u in frame["updates"]} == {watcher.reader_id, reader.reader_id}
+    assert "histogram" not in frame
 
 
 async def test_newest_update_wins_across_processes(hubs, article, clock):

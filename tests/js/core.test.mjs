@@ -128,6 +128,23 @@ test("room_state replaces readers; room merges updates newest-wins and drops lef
   assert.equal(reduce(state, { type: "bogus" }), state);
 });
 
+test("a crowded room's frame brings the histogram of everyone, not of the few readers it lists", () => {
+  const histogram = new Array(20).fill(0);
+  histogram[0] = 150;
+  histogram[10] = 50;
+  let state = reduce(initialState("article:1"), {
+    type: "room_state", room: "article:1", count: 200, histogram: new Array(20).fill(10), readers: [],
+  });
+  state = reduce(state, {
+    type: "room", room: "article:1", count: 200, left: [], histogram,
+    updates: [{ id: "a", name: null, position: 0.9, joined_at: 1, updated_at: 5 }],
+  });
+  assert.deepEqual(state.histogram, histogram);
+  // Without one (an older server), the last histogram known stays: one reader is not the room.
+  state = reduce(state, { type: "room", room: "article:1", count: 200, left: [], updates: [] });
+  assert.deepEqual(state.histogram, histogram);
+});
+
 test("room_state keeps the newest of duplicate readers; visible readers put yours first", () => {
   let state = { ...initialState("article:1"), reader: "me" };
   state = reduce(state, {

@@ -124,8 +124,8 @@ export function reduce(state, frame, now = Date.now()) {
       for (const r of frame.updates || []) if (r && r.id && newer(r, readers[r.id])) readers[r.id] = r;
       for (const id of frame.left || []) delete readers[id];
       const all = Object.keys(readers).length >= frame.count;
-      // The server sends histograms only in room_state; while every reader is known, derive it.
-      const histogram = all ? histogramOf(Object.values(readers)) : state.histogram;
+      // A crowded room's frames carry the histogram; otherwise every reader is known: derive it.
+      const histogram = frame.histogram || (all ? histogramOf(Object.values(readers)) : state.histogram);
       return { ...state, count: frame.count, readers, histogram };
     }
     default:
