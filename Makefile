@@ -22,12 +22,26 @@ chromium:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
+# The cluster (deploy/cluster.py) and its test run Debian's nginx with a generated config: install
+# it when it is missing and we can (root on Debian), as for Chromium; elsewhere see deploy/README.md.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; \
+	fi
+
+# N Daphne processes on one Redis behind nginx on http://127.0.0.1:8080/ (`make cluster N=4`); Ctrl-C stops all.
+N ?= 3
+CLUSTER_PORT ?= 8080
+.PHONY: nginx cluster
+cluster: install nginx
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(VENV)/bin/python deploy/cluster.py -n $(N) --port $(CLUSTER_PORT)
+
 # Migrations also seed the demo articles (and, with DEBUG on, the demo/demo user).
 run: install
 	$(VENV)/bin/python manage.py migrate
 	$(VENV)/bin/python manage.py runserver 127.0.0.1:8000
 
-test: install chromium test-js
+test: install chromium nginx test-js
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests of the widget's pure parts (presence/static/presence/core.js), Node's own runner.

@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP, the presence app for WebSockets (``/ws/presence/``)."""
+"""ASGI entry point: Django for HTTP, the presence app for WebSockets (``/ws/presence/``), and the
+lifespan events of servers that send them (uvicorn: a graceful stop releases this process's readers)."""
 
 import os
 
@@ -12,6 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "presence_site.settings")
 # Set up Django (apps, settings) before importing anything that touches models.
 django_asgi_app = get_asgi_application()
 
+from presence.lifespan import lifespan_application  # noqa: E402
 from presence.routing import websocket_application  # noqa: E402
 
 # With DEBUG on, serve static files from `daphne presence_site.asgi:application` too, as
@@ -22,5 +24,7 @@ application = ProtocolTypeRouter(
     {
         "http": http_application,
         "websocket": websocket_application(),
+        # Daphne sends no lifespan events (it stops the hub through Twisted's shutdown trigger).
+        "lifespan": lifespan_application,
     }
 )
