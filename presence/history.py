@@ -5,12 +5,15 @@ process shuts down; open sessions are written as checkpoints every
 ``PRESENCE_CHECKPOINT_SECONDS`` so that a crash loses at most that much reading, and
 ``presence_prune`` later closes what a crashed process left open. Durations come from the
 server clock only. Writes that fail (database down) wait in a bounded backlog and are
-retried with the next write; what overflows it is logged with a count, never dropped silently.
+retried with backoff until the database is back; what overflows it, or is still waiting when
+the process exits, is logged with a count, never dropped silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -41,6 +44,10 @@ def to_datetime(ms: int) -> datetime:
 
 def _write(rows: list[dict], dropped: list[dict]) -> None:
     """Upsert session rows (one statement) and delete rows of sessions too short to keep."""
+    for row in rows:
+        if row["title"] is None:  # the room's title was unknown while the database was down
+            info = rooms.lookup(row["room"])
+            row["title"] = info.title[:300] if info is not None else ""
     user_ids = {row["user_id"] for row in rows if row["user_id"] is not None}
     if user_ids:
         existing = {str(pk) for pk in get_user_model().objects.filter(pk__in=user_ids).values_list("pk", flat=True)}
@@ -59,25 +66,49 @@ def _write(rows: list[dict], dropped: list[dict]) -> None:
             ReadingSession.objects.filter(**key).delete()
 
 
+def _key(row: dict) -> tuple:
+    return tuple(row[field] for field in KEY_FIELDS)
+
+
 class Recorder:
-    """Receives the hub's events in one process and writes them, in order."""
+    """Receives the hub's events in one process and writes them, in order.
+
+    While the database is unreachable, rows wait in a bounded backlog (newest state of each
+    session only) and a retry with backoff writes them once it is back, whether or not more
+    events come; events meanwhile only join the backlog, so an outage costs one attempt per
+    retry, not one per event (reliability.md, section 4).
+    """
+
+    retry_first = 1.0  # seconds before the first retry; doubled after each failure
+    retry_max = 5.0
 
     def __init__(self):
+        self._retry_task: asyncio.Task | None = None
         self.reset()
+        atexit.register(self._report_unwritten)
 
     def reset(self) -> None:
         """Forget the backlog and the cached peak (tests start from an empty database)."""
+        task, self._retry_task = getattr(self, "_retry_task", None), None
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                task.cancel()
         self._lock = asyncio.Lock()
         self._backlog: list[dict] = []
         self._backlog_dropped: list[dict] = []
         self.lost = 0
+        self.failing = False  # the last write failed: new rows wait for the retry
+        self._retry_delay = self.retry_first
         self._peak: tuple[str, int] | None = None  # (UTC day, count) known to be stored
 
-    async def _title(self, room: str) -> str:
+    async def _title(self, room: str) -> str | None:
+        """The room's title; None when it cannot be looked up now (``_write`` looks again)."""
         try:
-            return (await rooms.resolve(room)).title
+            return (await rooms.resolve(room)).title[:300]
         except InvalidRoom:
             return ""
+        except Exception:
+            return None
 
     async def _row(self, room: str, who: str, reader_id: str, name: str | None, joined_at: int, at: int,
                    furthest: float | None, last: float | None, process: str, reason: str) -> dict:
@@ -85,7 +116,7 @@ class Recorder:
             "process": process,
             "room": room,
             "object_id": room.split(":", 1)[1],
-            "title": (await self._title(room))[:300],
+            "title": await self._title(room),
             "reader_id": reader_id,
             "user_id": identity.user_pk(who),
             "name": name or "",
@@ -103,7 +134,11 @@ class Recorder:
             event.room, event.identity, event.reader_id, event.name, event.joined_at, event.left_at,
             event.furthest_position, event.last_position, event.process, event.reason,
         )
-        final = await afinal_position(event.room, event.reader_id)
+        try:
+            final = await afinal_position(event.room, event.reader_id)
+        except Exception:  # the cache (Redis) is down: the socket's own last position stands
+            logger.warning("presence history: the beacon's final position is unavailable", exc_info=True)
+            final = None
         if final is not None:  # the page's beacon said where the reader really stopped
             row["last_position"] = final
             row["furthest_position"] = max(row["furthest_position"] or 0.0, final)
@@ -132,6 +167,8 @@ class Recorder:
         day = at.date().isoformat()
         if self._peak is not None and self._peak[0] == day and event.count <= self._peak[1]:
             return
+        if self.failing:
+            return  # the database is down; the next count after it is back records the peak
         try:
             await database_sync_to_async(record_online_peak)(event.count, at)
         except Exception:
@@ -140,27 +177,75 @@ class Recorder:
         self._peak = (day, event.count)
 
     async def _flush(self, rows: list[dict], dropped: list[dict]) -> None:
-        """Write these rows after any backlog, in order; on failure keep them for the next write."""
+        """Write these rows after any backlog, in order; on failure keep them for the retry."""
+        self._keep(self._backlog + rows, self._backlog_dropped + dropped)
+        if self.failing:
+            self._schedule_retry()
+        else:
+            await self._write_backlog()
+
+    async def _write_backlog(self, retrying: bool = False) -> bool:
+        """Write the whole backlog in one transaction; False (and a retry scheduled) if it failed."""
         async with self._lock:
-            rows, self._backlog = self._backlog + rows, []
-            dropped, self._backlog_dropped = self._backlog_dropped + dropped, []
+            if self.failing and not retrying:  # failed while this write waited: leave it to the retry
+                self._schedule_retry()
+                return False
+            rows, self._backlog = self._backlog, []
+            dropped, self._backlog_dropped = self._backlog_dropped, []
             try:
-                await database_sync_to_async(_write)(rows, dropped)
-            except Exception:
-                logger.warning("presence history: %d sessions not written yet; retrying with the next write",
-                               len(rows), exc_info=True)
-                self._keep(rows, dropped)
+                if rows or dropped:
+                    await database_sync_to_async(_write)(rows, dropped)
+            except Exception as exc:
+                # Rows that arrived meanwhile are newer: they go after these.
+                self._keep(rows + self._backlog, dropped + self._backlog_dropped)
+                if not self.failing:
+                    logger.warning("presence history: database unavailable, %d sessions held back; retrying",
+                                   len(self._backlog), exc_info=True)
+                else:
+                    logger.warning("presence history: database still unavailable (%s), %d sessions held back",
+                                   type(exc).__name__, len(self._backlog))
+                self.failing = True
+                self._schedule_retry()
+                return False
+            if self.failing:
+                logger.warning("presence history: database back, %d held-back sessions written", len(rows))
+                self.failing = False
+                self._retry_delay = self.retry_first
+            return True
+
+    def _schedule_retry(self) -> None:
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        """Retry with backoff (``retry_first`` doubling up to ``retry_max``) until a write succeeds."""
+        while True:
+            delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, self.retry_max)
+            await asyncio.sleep(delay)
+            if await self._write_backlog(retrying=True):
+                return
 
     def _keep(self, rows: list[dict], dropped: list[dict]) -> None:
-        # The newest state of a session replaces an older one still waiting.
-        latest = {tuple(r[f] for f in KEY_FIELDS): r for r in rows}
-        rows = list(latest.values())
+        """Make these the backlog: the newest state of each session only, at most HISTORY_BACKLOG
+        sessions; what overflows is lost, counted and logged."""
+        gone = {tuple(key[f] for f in KEY_FIELDS) for key in dropped}
+        latest = {_key(r): r for r in rows}  # a newer state replaces an older one, in place
+        rows = [row for key, row in latest.items() if key not in gone]
         overflow = len(rows) - app_settings.HISTORY_BACKLOG
         if overflow > 0:
             self.lost += overflow
-            logger.error("presence history: backlog full, %d reading sessions lost (%d in all)", overflow, self.lost)
+            logger.error("presence history: backlog full (PRESENCE_HISTORY_BACKLOG=%d), %d reading sessions "
+                         "lost (%d in all)", app_settings.HISTORY_BACKLOG, overflow, self.lost)
             rows = rows[overflow:]
+        # Deletions of too-short sessions' checkpoints: losing one leaves a row that
+        # ``presence_prune`` closes as crash-recovered, so they are only trimmed.
         self._backlog, self._backlog_dropped = rows, dropped[-app_settings.HISTORY_BACKLOG:]
+
+    def _report_unwritten(self) -> None:
+        """At exit, what the database never took is lost: say so with a count, never silently."""
+        if self._backlog:
+            logger.error("presence history: process exiting with %d reading sessions never written "
+                         "(database unavailable); they are lost", len(self._backlog))
 
     @property
     def backlog(self) -> int:

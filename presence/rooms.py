@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError
 
 from presence.conf import app_settings
-from presence.errors import InvalidRoom
+from presence.errors import InvalidRoom, Unavailable
 
 ROOM_RE = re.compile(r"\A([a-z][a-z0-9_]{0,19}):([A-Za-z0-9_-]{1,64})\Z")  # \Z: "$" would accept a trailing newline
 
@@ -102,10 +103,15 @@ def _remember(room: str, info: RoomInfo | None) -> RoomInfo:
 
 
 async def resolve(room: object) -> RoomInfo:
-    """The object a room names, from the cache when fresh; raises InvalidRoom."""
+    """The object a room names, from the cache when fresh; raises InvalidRoom, or Unavailable
+    (nothing cached) while the database is unreachable: a join then gets a clean error frame."""
     info = _cached(room)
     if info is _MISS:
-        return _remember(room, await _lookup_async(room))
+        try:
+            found = await _lookup_async(room)
+        except DatabaseError as exc:
+            raise Unavailable("database unavailable, try again") from exc
+        return _remember(room, found)
     if info is None:
         raise InvalidRoom("no such room")
     return info

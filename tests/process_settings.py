@@ -28,7 +28,7 @@ def _number(text: str) -> int | float:
 
 for _name in (
     "TICK", "ONLINE_INTERVAL", "HEARTBEAT", "SILENCE_FACTOR", "PROCESS_HEARTBEAT", "PROCESS_TTL",
-    "CHECKPOINT_SECONDS", "MIN_SESSION_SECONDS",
+    "CHECKPOINT_SECONDS", "MIN_SESSION_SECONDS", "HISTORY_BACKLOG",
 ):
     _value = os.environ.get(f"PRESENCE_TEST_{_name}")
     if _value:

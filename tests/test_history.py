@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import OperationalError
 from django.test import override_settings
 
-from presence import history, identity
+from presence import history, identity, rooms
 from presence.models import EndReason, OnlinePeak, ReadingSession
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -198,3 +200,107 @@ async def test_the_beacons_final_position_reaches_a_session_written_after_it(ws,
     await client.disconnect()
     (row,) = await sessions()
     assert (row.last_position, row.furthest_position) == (0.93, 0.93)
+
+
+# -- the database unavailable (reliability.md, section 4; real processes: test_db_outage.py) ----
+
+
+class Outage:
+    """Makes the recorder's writes fail as an unreachable database does, until ``end()``."""
+
+    def __init__(self, monkeypatch):
+        self.attempts = 0
+        self.down = True
+        real = history._write
+
+        def write(rows, dropped):
+            self.attempts += 1
+            if self.down:
+                raise OperationalError("connection refused (test outage)")
+            real(rows, dropped)
+
+        monkeypatch.setattr(history, "_write", write)
+        monkeypatch.setattr(history.recorder, "retry_first", 0.05)
+        monkeypatch.setattr(history.recorder, "retry_max", 0.1)
+        monkeypatch.setattr(history.recorder, "_retry_delay", 0.05)
+
+    def end(self) -> None:
+        self.down = False
+
+
+async def until(condition, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+async def test_sessions_wait_while_the_database_is_down_and_land_without_another_event(
+    ws, clock, article, monkeypatch, caplog
+):
+    room = f"article:{article.pk}"
+    outage = Outage(monkeypatch)
+    readers = [await reader_in(ws, room, f"outagereader{n}") for n in range(4)]
+    for n, client in enumerate(readers):
+        clock.advance(10)
+        await client.send_json_to({"type": "progress", "room": room, "position": (n + 1) / 10})
+        await settle(client)
+        await client.disconnect()
+    assert history.recorder.backlog == 4 and history.recorder.failing
+    assert outage.attempts <= 2, "while failing, events join the backlog; only the retry tries the database"
+    assert await sessions() == []
+    outage.end()
+    await until(lambda: history.recorder.backlog == 0)  # the retry writes them: no event needed
+    rows = sorted(await sessions(), key=lambda r: r.duration_seconds)
+    assert [round(r.duration_seconds) for r in rows] == [10, 20, 30, 40]
+    assert [r.last_position for r in rows] == [0.1, 0.2, 0.3, 0.4]
+    assert {r.end_reason for r in rows} == {"closed"} and {r.title for r in rows} == {article.title}
+    assert not history.recorder.failing and history.recorder.lost == 0
+    assert "database back, 4 held-back sessions written" in caplog.text
+
+
+async def test_a_full_backlog_logs_what_it_loses_with_a_count(ws, clock, article, monkeypatch, caplog):
+    room = f"article:{article.pk}"
+    outage = Outage(monkeypatch)
+    with override_settings(PRESENCE_HISTORY_BACKLOG=2):
+        for n in range(5):
+            client = await reader_in(ws, room, f"overflowread{n}")
+            clock.advance(10)
+            await client.disconnect()
+        lost = [r for r in caplog.records if r.levelname == "ERROR" and "lost" in r.getMessage()]
+        assert history.recorder.lost == 3 and len(lost) == 3
+        assert lost[-1].getMessage().endswith("1 reading sessions lost (3 in all)")
+        outage.end()
+        await until(lambda: history.recorder.backlog == 0)
+    rows = await sessions()  # the newest two are kept
+    assert {r.reader_id for r in rows} == {identity.reader_id(f"anon:overflowread{n}") for n in (3, 4)}
+
+
+async def test_a_title_unknown_during_the_outage_is_looked_up_when_written(ws, clock, article, monkeypatch):
+    room = f"article:{article.pk}"
+    outage = Outage(monkeypatch)
+    client = await reader_in(ws, room, "titlelater01")
+    clock.advance(20)
+
+    async def unreachable(room):
+        raise OperationalError("connection refused (test outage)")
+
+    rooms.cache_clear()  # the room's resolution expired during the outage
+    monkeypatch.setattr(rooms, "_lookup_async", unreachable)
+    await client.disconnect()
+    assert history.recorder.backlog == 1
+    outage.end()
+    await until(lambda: history.recorder.backlog == 0)
+    (row,) = await sessions()
+    assert row.title == article.title and row.duration_seconds == pytest.approx(20, abs=0.01)
+
+
+async def test_sessions_still_waiting_at_exit_are_logged_as_lost(ws, clock, article, monkeypatch, caplog):
+    room = f"article:{article.pk}"
+    Outage(monkeypatch)
+    client = await reader_in(ws, room, "exitingread1")
+    clock.advance(20)
+    await client.disconnect()
+    history.recorder._report_unwritten()  # what atexit runs
+    assert "process exiting with 1 reading sessions never written" in caplog.text
+    history.recorder.reset()  # or this process's own exit would report it
