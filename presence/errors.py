@@ -44,6 +44,7 @@ class RateLimited(PresenceError):
 
 
 class Unavailable(PresenceError):
-    """The presence store (or, for a never-seen room, the database) could not be reached; an extension of the spec's codes."""
+    """The presence store (or, for a never-seen room, the database) could not be reached;
+    an extension of the spec's codes."""
 
     code = "unavailable"
