@@ -97,6 +97,7 @@ class LocalRoom:
     remote_left: set[str] = field(default_factory=set)
     dirty: bool = False
     count: int | None = None
+    histogram: list[int] | None = None  # last sent in a `room` frame (rooms over ROOM_STATE_READERS)
 
 
 class Hub:
@@ -186,7 +187,9 @@ class Hub:
             except Exception:
                 logger.warning("presence hub: channel layer receive failed; retrying in %.1fs", delay, exc_info=True)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # At most a second: a Redis back from a restart must carry other processes'
+                # batches again within a tick or so, not after a long backoff (issue #6).
+                delay = min(delay * 2, 1.0)
                 continue
             if message.get("type") == BATCH and message.get("origin") != self.proc:
                 self._merge_remote(message)
@@ -472,12 +475,14 @@ class Hub:
         except Exception:
             logger.warning("presence hub: room counts unavailable; sending local ones", exc_info=True)
             counts = {room: local.count or len(local.members) for room, local, *_ in batches}
-        histograms = await self._histograms([room for room, *_ in batches if counts.get(room, 0) > app_settings.ROOM_STATE_READERS])
+        crowded = [room for room, *_ in batches if counts.get(room, 0) > app_settings.ROOM_STATE_READERS]
+        histograms = await self._histograms(crowded)
         for room, local, updates, left in batches:
             count = counts.get(room, 0)
-            if not updates and not left and count == local.count:
+            histogram = histograms.get(room)
+            if not updates and not left and count == local.count and histogram in (None, local.histogram):
                 continue
-            local.count = count
+            local.count, local.histogram = count, histogram
             frame = {"type": "room", "room": room, "count": count, "updates": updates, "left": sorted(left)}
             if room in histograms:
                 frame["histogram"] = histograms[room]
@@ -489,7 +494,7 @@ class Hub:
         if not rooms_:
             return {}
         states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
-        return {room: state.histogram for room, state in zip(rooms_, states, strict=True) if isinstance(state, RoomState)}
+        return {room: s.histogram for room, s in zip(rooms_, states, strict=True) if isinstance(s, RoomState)}
 
     async def _publish(self, room: str, updates: list[dict], left: set[str]) -> None:
         """Tell the other processes' hubs what changed in a room here."""
@@ -497,7 +502,7 @@ class Hub:
             return
         message = {"type": BATCH, "origin": self.proc, "room": room, "updates": updates, "left": sorted(left)}
         try:
-            await self.layer.group_send(rooms.group_name(room), message)
+            await self._layer_call("group_send", rooms.group_name(room), message)
         except Exception:
             logger.warning("presence hub: could not publish to %s", room, exc_info=True)
 
@@ -537,7 +542,9 @@ class Hub:
         if changed:
             await events.emit(events.OnlineCounted(value, self.now_ms()))
         text = protocol.dumps(protocol.online(value))
-        stale = [c for c in targets if c.online_sent != value and not c.gone]
+        # online_sent is None until the connection's `hello` (which carries the count) is on its
+        # way: an `online` frame must never overtake it (issue #6, connect races).
+        stale = [c for c in targets if c.online_sent is not None and c.online_sent != value and not c.gone]
         for conn in stale:
             conn.online_sent = value
         await self._fan_out(stale, text)
@@ -570,6 +577,16 @@ class Hub:
         gone = await self.store.heartbeat(
             self.now_ms(), ms(app_settings.PROCESS_TTL), list(self.by_reader), claims
         )
+        if claims:
+            # The heartbeat's joins keep a record already there: after a wipe, whichever process
+            # beat first wrote its own view of a reader with tabs on several, maybe an older one.
+            # An update keeps the newest (updated_at), as progress does.
+            await self.store.update(claims)
+        # The beat may have healed a store that lost its data (Redis flushed or restarted): the
+        # next tick reads every local room's count again and sends those that changed, else
+        # readers would keep a count taken from the emptied store (issue #6, guarantee 3).
+        for local in self.rooms.values():
+            local.dirty = True
         await self._retry_releases()
         for room in self.rooms:
             await self._group("group_add", room)  # refresh before the layer's group expiry
@@ -586,9 +603,18 @@ class Hub:
         if self.layer is None or self.channel is None:
             return
         try:
-            await getattr(self.layer, op)(rooms.group_name(room), self.channel)
+            await self._layer_call(op, rooms.group_name(room), self.channel)
         except Exception:
             logger.warning("presence hub: %s %s failed", op, room, exc_info=True)
+
+    async def _layer_call(self, op: str, *args) -> None:
+        """A channel-layer call, tried twice: the first use of a pooled connection that a Redis
+        restart broke fails once, and a lost group_add or batch is not repaired before the next
+        heartbeat or change (issue #6, guarantee 3)."""
+        try:
+            await getattr(self.layer, op)(*args)
+        except Exception:
+            await getattr(self.layer, op)(*args)
 
     async def _release(self, room: str | None, reader_id: str) -> bool | None:
         """Drop this process's claim on a reader online (room None) or in a room. A claim
@@ -622,7 +648,7 @@ class Hub:
             return
         message = {"type": BATCH, "origin": "departures:" + self.proc, "room": room, "updates": [], "left": reader_ids}
         try:
-            await self.layer.group_send(rooms.group_name(room), message)
+            await self._layer_call("group_send", rooms.group_name(room), message)
         except Exception:
             logger.warning("presence hub: could not publish departures in %s", room, exc_info=True)
 
@@ -654,6 +680,11 @@ def newest(readers) -> list[dict]:
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def running_hub() -> Hub | None:
+    """The running loop's hub if this process made one (to stop it without creating one)."""
+    return _hubs.get(asyncio.get_running_loop())
 
 
 def get_hub() -> Hub:
