@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "STORE": None,
     "REDIS_URL": None,
     "REDIS_PREFIX": "presence",
+    # True when REDIS_URL names a node of a Redis Cluster (the store then talks to every node).
+    "REDIS_CLUSTER": False,
     # Channel-layer alias the hubs talk through.
     "CHANNEL_LAYER": "default",
     # Limits (protocol: "Errors and limits").

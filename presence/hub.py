@@ -573,10 +573,13 @@ class Hub:
     async def _beat(self) -> None:
         """Process heartbeat: stay alive in the store, re-assert claims, reap the dead."""
         self._next_beat = self.clock() + app_settings.PROCESS_HEARTBEAT
+        online = list(self.by_reader)
         claims = [(room, s.reader) for room, local in self.rooms.items() for s in local.sessions.values()]
-        gone = await self.store.heartbeat(
-            self.now_ms(), ms(app_settings.PROCESS_TTL), list(self.by_reader), claims
-        )
+        gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims)
+        # A reader that left while the beat was on its way may have been claimed again by it,
+        # after its own release: drop those claims too, or it would stay forever (issue #6, item 5).
+        self._unreleased.update((None, rid) for rid in online if not self._holds(None, rid))
+        self._unreleased.update((room, reader.id) for room, reader in claims if not self._holds(room, reader.id))
         if claims:
             # The heartbeat's joins keep a record already there: after a wipe, whichever process
             # beat first wrote its own view of a reader with tabs on several, maybe an older one.
@@ -629,17 +632,27 @@ class Hub:
             self._unreleased.add((room, reader_id))
             return None
 
+    def _holds(self, room: str | None, reader_id: str) -> bool:
+        """Whether a local connection holds this reader online (room None) or in the room."""
+        if room is None:
+            return reader_id in self.by_reader
+        return room in self.rooms and reader_id in self.rooms[room].members
+
     async def _retry_releases(self) -> None:
+        """Drop the claims this process holds no reader for: releases that failed, and claims a
+        heartbeat re-asserted while their reader was leaving."""
         for room, reader_id in list(self._unreleased):
             self._unreleased.discard((room, reader_id))
-            held = reader_id in self.by_reader if room is None else (
-                room in self.rooms and reader_id in self.rooms[room].members
-            )
-            if held:
+            if self._holds(room, reader_id):
                 continue  # claimed again since; the heartbeat re-asserted it
-            if room is None:
-                await self.store.release_online(reader_id)
-            elif await self.store.leave(room, reader_id):
+            gone = await self._release(room, reader_id)  # queued again if the store fails
+            if self._holds(room, reader_id):  # came back while we released: claim it again
+                if room is None:
+                    await self._store(self.store.claim_online(reader_id), quiet=True)
+                else:
+                    reader = self.rooms[room].sessions[reader_id].reader
+                    await self._store(self.store.join(room, reader), quiet=True)
+            elif gone and room is not None:
                 await self._announce_departures(room, [reader_id])
 
     async def _announce_departures(self, room: str, reader_ids: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Settings for the demo blog, read from the environment (see README, "Settings").
 
 The defaults are for local development: DEBUG on, SQLite, in-memory channel layer.
-Set ``REDIS_URL`` to run several server processes that share one count.
+Set ``REDIS_URL`` to run several server processes that share one count (``REDIS_CLUSTER`` and
+``CHANNEL_REDIS_URLS`` to spread Redis over several servers).
 """
 
 import os
@@ -100,6 +101,10 @@ DATABASES = {
         conn_max_age=0,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A database that accepts connections but never answers must not hang the one thread that
+    # async code reaches the ORM through (room lookups, history writes) for minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -139,8 +144,21 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
+# REDIS_CLUSTER=1: REDIS_URL names any node of a Redis Cluster, which then holds the presence
+# store only. Neither channels-redis nor Django's Redis cache can use a cluster, so the channel
+# layer needs CHANNEL_REDIS_URLS, and the cache uses the first of those servers.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", "0")
+# The channel layer shards over several standalone Redis servers (channels-redis's own
+# consistent hashing of channels and groups): CHANNEL_REDIS_URLS, comma-separated. Every
+# process must list the same servers in the same order. Default: REDIS_URL alone.
+CHANNEL_REDIS_URLS = env_list("CHANNEL_REDIS_URLS", "" if REDIS_CLUSTER else REDIS_URL or "")
+if REDIS_CLUSTER and not (REDIS_URL and CHANNEL_REDIS_URLS):
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER=1 needs REDIS_URL (a node of the cluster) and CHANNEL_REDIS_URLS (standalone "
+        "Redis servers for the channel layer, which cannot use a cluster)."
+    )
 
-if REDIS_URL:
+if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -151,7 +169,9 @@ if REDIS_URL:
                 # with TimeoutError every 5 s (django/channels_redis#422): None lets the read
                 # block. Its pool also caps at 100 connections, too few for one per
                 # blocking receive under load.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
+                "hosts": [
+                    {"address": url, "socket_timeout": None, "max_connections": 1000} for url in CHANNEL_REDIS_URLS
+                ],
                 # The presence app re-adds its groups every few seconds, so a group whose
                 # process died should vanish in minutes, not after the default 24 hours.
                 "group_expiry": 300,
@@ -162,14 +182,6 @@ if REDIS_URL:
             },
         }
     }
-    # One cache for every process, so that the API's throttles count requests site-wide.
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "presence-site",
-        }
-    }
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -178,8 +190,19 @@ else:
         }
     }
 
+if REDIS_URL:
+    # One cache for every process, so that the API's throttles count requests site-wide.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CHANNEL_REDIS_URLS[0] if REDIS_CLUSTER else REDIS_URL,
+            "KEY_PREFIX": "presence-site",
+        }
+    }
+
 # The presence store shares the site's Redis; without it, the store is in-memory.
 PRESENCE_REDIS_URL = REDIS_URL
+PRESENCE_REDIS_CLUSTER = REDIS_CLUSTER
 
 LOGGING = {
     "version": 1,

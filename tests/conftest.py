@@ -90,7 +90,53 @@ def redis_prefix(redis_url):
         client.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def _servers(count: int, cluster: bool):
+    """Throwaway redis-servers (``tests/cluster.py``); skipped when not installed, except on CI."""
+    from tests.cluster import ServerMissing, Servers
+
+    try:
+        return Servers(count, cluster=cluster)
+    except ServerMissing as missing:
+        if CI:
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A throwaway three-master Redis Cluster (``tests/cluster.py``); None with ``REDIS_CLUSTER_URL``."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield None
+        return
+    servers = _servers(3, cluster=True)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster):
+    """A node of ``REDIS_CLUSTER_URL`` if set, else of the throwaway cluster."""
+    return redis_cluster.urls[0] if redis_cluster else os.environ["REDIS_CLUSTER_URL"]
+
+
+def redis_client(url: str, cluster: bool = False, **options):
+    """An asyncio client of a plain Redis or of a cluster (any node's URL)."""
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    import redis.asyncio as aredis
+
+    return aredis.Redis.from_url(url, **options)
+
+
+REDIS_BACKENDS = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 async def store_factory(request):
     """``make(proc)`` -> a store view for a server process; all views of a test share state."""
     made = []
@@ -111,25 +157,35 @@ async def store_factory(request):
     else:
         from presence.store.redis import RedisStore
 
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
+        cluster = request.param == "redis-cluster"
+        if cluster:
+            # A throwaway cluster, or REDIS_CLUSTER_URL: the test's keys are deleted afterwards.
+            url = request.getfixturevalue("redis_cluster_url")
+            prefix = f"presence-test-{uuid.uuid4().hex[:12]}"
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("redis_prefix")
 
         def make(proc: str):
-            made.append(RedisStore(proc, url=url, prefix=prefix))
+            made.append(RedisStore(proc, url=url, prefix=prefix, cluster=cluster))
             return made[-1]
 
         async def wipe():
-            import redis.asyncio as aredis
-
-            client = aredis.Redis.from_url(url)
+            client = redis_client(url, cluster)
             keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
             if keys:
-                await client.delete(*keys)
+                await client.delete(*keys)  # a cluster client deletes slot by slot
             await client.aclose()
 
     make.wipe = wipe
     make.backend = request.param
     yield make
+    if request.param == "redis-cluster" and made:
+        # Through a store's client: a new cluster client would first fetch the command table.
+        client = made[0]._client()
+        keys = [k async for k in client.scan_iter(match=f"{made[0].prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
     for store in made:
         await store.close()
 

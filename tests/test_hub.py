@@ -172,6 +172,35 @@ async def test_a_small_room_frame_lists_every_change_without_a_histogram(hubs, a
     assert "histogram" not in frame
 
 
+async def test_a_reader_leaving_during_a_heartbeat_is_not_claimed_again_by_it(store_factory, article, clock):
+    """The heartbeat re-asserts the claims it read before its call; a reader who leaves while the
+    call is on its way (its release done first) must not stay claimed: no phantom reader."""
+    hub = Hub(store=store_factory("proc-a"), autotick=False)
+    hub.clock = clock
+    await hub.start()
+    room = f"article:{article.pk}"
+    _, conn = await connect(hub, "anon:leaving-reader")
+    await hub.join(conn, room)
+    gate, waiting = asyncio.Event(), asyncio.Event()
+    heartbeat = hub.store.heartbeat
+
+    async def slow_heartbeat(*args):
+        waiting.set()
+        await gate.wait()
+        return await heartbeat(*args)
+
+    hub.store.heartbeat = slow_heartbeat
+    clock.advance(10)  # a heartbeat is due
+    ticking = asyncio.create_task(hub.tick())
+    await waiting.wait()
+    await hub.unregister(conn, events.CLOSED)
+    gate.set()
+    await ticking
+    assert (await hub.store.room_state(room)).count == 0
+    assert await hub.store.online() == 0
+    await hub.stop()
+
+
 async def test_newest_update_wins_across_processes(hubs, article, clock):
     a, b = hubs
     room = f"article:{article.pk}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from presence.store.base import HISTOGRAM_BUCKETS, Reader, bucket
+from tests.conftest import REDIS_BACKENDS
 
 TTL = 1_000
 
@@ -517,3 +518,89 @@ async def test_redis_reaper_with_a_stale_view_spares_a_proc_that_beat_again(redi
     finally:
         await a.close()
         await b.close()
+
+
+# -- Redis: room scripts and site-wide calls are separate (one slot each, for Redis Cluster) --
+
+
+# The memory store changes rooms and site-wide state in one step: these are Redis's own.
+redis_only = pytest.mark.parametrize("store_factory", REDIS_BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def redis_store(store_factory):
+    """``store_factory`` on Redis only (one server and a cluster): tests marked ``redis_only``."""
+    return store_factory
+
+
+@redis_only
+async def test_redis_a_leave_keeps_the_index_entry_of_a_join_still_in_flight(redis_store):
+    a, b = redis_store("A"), redis_store("B")
+    index = a._index("A")
+    await a.heartbeat(0, TTL, [], [])
+    await a.join("art:2", reader("r1"))
+    # A second join of art:2 by A has marked the index, and not yet claimed in the room...
+    pending = next(a._tokens)
+    await a._batch([a._mark(pending, ["art:2"])])
+    # ...when the only reader A holds there leaves: the entry holds the newer token, so it stays.
+    assert await a.leave("art:2", "r1") is True
+    assert await a._client().hexists(index, "art:2")
+    [claimed] = await a._batch([("join", a._room_keys("art:2", "A"), [pending, *a._groups([reader("r2")], True)])])
+    assert claimed[0] == 1
+    # A dies before the ranking update: reaping finds the room through the entry.
+    assert await b.heartbeat(1_500, TTL, [], []) == [("art:2", "r2")]
+    assert await b.counts(["art:2"]) == {"art:2": 0}
+    assert await b.ranking(10) == []
+
+
+@redis_only
+async def test_redis_a_join_overtaken_by_the_removal_of_its_index_entry_is_refused(redis_store):
+    a = redis_store("A")
+    index = a._index("A")
+    stale = next(a._tokens)  # a join marked art:1 with this token, then stalled
+    await a._batch([a._mark(stale, ["art:1"])])
+    await a.join("art:1", reader("r1"))  # a newer join claims, then its reader leaves
+    assert await a.leave("art:1", "r1") is True
+    assert not await a._client().hexists(index, "art:1"), "the entry held the fence's token: gone"
+    # The stalled join's room script runs now: refused, as its entry is gone.
+    call = ("join", a._room_keys("art:1", "A"), [stale, *a._groups([reader("r2")], True)])
+    assert await a._batch([call]) == [[0]]
+    assert await a.counts(["art:1"]) == {"art:1": 0}
+    # The public join marks again with a newer token and claims.
+    assert (await a.join("art:1", reader("r2"))).id == "r2"
+    assert await a._client().hexists(index, "art:1")
+    assert await a.ranking(10) == [("art:1", 1)]
+
+
+@redis_only
+async def test_redis_ranking_refuses_counts_older_than_the_one_it_holds(redis_store):
+    a = redis_store("A")
+    await a.join("art:1", reader("r1"))
+    await a.join("art:1", reader("r2"))
+    versions = a._client()
+    current = int(await versions.zscore(a._versions, "art:1"))
+    await a._batch(a._site("A", [("art:1", 7, current - 1)], []))  # an update that arrives late
+    assert await a.ranking(10) == [("art:1", 2)]
+    await a.leave("art:1", "r1")
+    await a.leave("art:1", "r2")
+    emptied = int(await versions.zscore(a._versions, "art:1"))
+    await a._batch(a._site("A", [("art:1", 1, emptied - 1)], []))
+    assert await a.ranking(10) == [], "no phantom of an emptied room"
+    await a.join("art:1", reader("r3"))
+    assert await a.ranking(10) == [("art:1", 1)]
+
+
+@redis_only
+async def test_redis_a_lost_site_update_is_repaired_by_the_next_heartbeat(redis_store):
+    a = redis_store("A")
+    rooms = [("art:1", reader("r1")), ("art:2", reader("r2"))]
+    await a.heartbeat(0, TTL, [], rooms)
+    # The room parts of a leave and of a join ran, their site-wide parts failed.
+    await a._script("leave", a._room_keys("art:1", "A"), ["r1"])
+    token = next(a._tokens)
+    call = ("join", a._room_keys("art:2", "A"), [token, *a._groups([reader("r9")], True)])
+    await a._batch([a._mark(token, ["art:2"]), call])
+    assert await a.ranking(10) == [("art:1", 1), ("art:2", 1)]
+    assert await a.heartbeat(100, TTL, [], [rooms[1], ("art:2", reader("r9"))]) == []
+    assert await a.ranking(10) == [("art:2", 2)]
+    assert not await a._client().hexists(a._index("A"), "art:1"), "the left room is swept from the index"

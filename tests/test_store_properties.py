@@ -1,5 +1,6 @@
 """Any interleaving of store operations by several processes keeps every count equal to a
-naive model (sets of claims); the Redis store also answers exactly as the memory store does.
+naive model (sets of claims); the Redis store, on one server and on a cluster, also answers
+exactly as the memory store does.
 
 Each example runs its operation list in a fresh event loop on fresh state (its own key prefix
 on Redis, deleted afterwards). Times are explicit, so reaping needs no waiting.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 
 from presence.store.base import Reader, Store
 from presence.store.memory import MemoryState, MemoryStore
+from tests.conftest import REDIS_BACKENDS
 
 PROCS = ["A", "B", "C"]
 READERS = ["r1", "r2", "r3", "r4"]
@@ -164,7 +167,7 @@ async def _run(ops: list[tuple], stores: dict[str, Store], twins: dict[str, Stor
 _examples = itertools.count()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 def backend(request):
     """``(name, make_stores, cleanup)``: fresh shared state for each example."""
     if request.param == "memory":
@@ -177,43 +180,52 @@ def backend(request):
 
     from presence.store.redis import RedisStore
 
-    url = request.getfixturevalue("redis_url")
-    base = request.getfixturevalue("redis_prefix")  # keys of every example start with it
+    cluster = request.param == "redis-cluster"
+    if cluster:
+        url = request.getfixturevalue("redis_cluster_url")
+        base = f"presence-test-{uuid.uuid4().hex[:12]}"
+    else:
+        url = request.getfixturevalue("redis_url")
+        base = request.getfixturevalue("redis_prefix")  # keys of every example start with it
 
     def make_redis():
         prefix = f"{base}-{next(_examples)}"
-        return {p: RedisStore(p, url=url, prefix=prefix) for p in PROCS}
+        return {p: RedisStore(p, url=url, prefix=prefix, cluster=cluster) for p in PROCS}
 
     async def cleanup(stores):
         store = next(iter(stores.values()))
         client = store._client()
         keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*", count=1000)]
         if keys:
-            await client.delete(*keys)
+            await client.delete(*keys)  # slot by slot on a cluster
         await store.close()
 
-    return "redis", make_redis, cleanup
+    return request.param, make_redis, cleanup
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(ops=st.lists(operations, min_size=15, max_size=60))
-def test_any_interleaving_keeps_counts_equal_to_the_model(backend, ops):
+# Fewer examples on the cluster: each one connects three stores to three nodes afresh, and the
+# same scripts already run 100 examples on one server; the cluster adds routing, not logic.
+EXAMPLES = {"memory": 100, "redis": 100, "redis-cluster": 25}
+
+
+def test_any_interleaving_keeps_counts_equal_to_the_model(backend):
     name, make, cleanup = backend
 
-    async def main():
-        stores = make()
-        twins = None
-        if name == "redis":
-            state = MemoryState()
-            twins = {p: MemoryStore(p, state=state) for p in PROCS}
-        try:
-            await _run(ops, stores, twins)
-        finally:
-            if cleanup is not None:
-                await cleanup(stores)
+    @settings(max_examples=EXAMPLES[name], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ops=st.lists(operations, min_size=15, max_size=60))
+    def check(ops):
+        async def main():
+            stores = make()
+            twins = None
+            if name != "memory":
+                state = MemoryState()
+                twins = {p: MemoryStore(p, state=state) for p in PROCS}
+            try:
+                await _run(ops, stores, twins)
+            finally:
+                if cleanup is not None:
+                    await cleanup(stores)
 
-    asyncio.run(main())
+        asyncio.run(main())
+
+    check()

@@ -1,7 +1,8 @@
 """The presence store, resolved lazily from settings; tests may swap it with ``set_store``.
 
 Default: the Redis store when ``PRESENCE_REDIS_URL`` (``REDIS_URL`` in the demo site) is
-set, else the in-memory store. ``PRESENCE_STORE`` names another class by dotted path.
+set, else the in-memory store; with ``PRESENCE_REDIS_CLUSTER`` the URL names any node of a
+Redis Cluster. ``PRESENCE_STORE`` names another class by dotted path.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def get_store() -> Store:
     global _store
     if _store is None:
         cls = import_string(backend_path())
-        _store = cls(process_id(), url=app_settings.REDIS_URL, prefix=app_settings.REDIS_PREFIX)
+        _store = cls(
+            process_id(),
+            url=app_settings.REDIS_URL,
+            prefix=app_settings.REDIS_PREFIX,
+            cluster=app_settings.REDIS_CLUSTER,
+        )
     return _store
 
 
