@@ -65,19 +65,16 @@ async def store_size(hub, request) -> dict[str, int]:
             "proc_online": sum(len(v) for v in state.proc_online.values()),
             "readers": sum(len(r.readers) for r in state.rooms.values()),
         }
-    import redis.asyncio as aredis
-
-    prefix = request.getfixturevalue("redis_prefix")
-    client = aredis.Redis.from_url(request.getfixturevalue("redis_url"))
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        # A heartbeat may refresh the process zset's score but never adds keys.
-        return {"keys": len(keys), "rank": await client.zcard(f"{prefix}:{{g}}:rank")}
-    finally:
-        await client.aclose()
+    # Through the store's own client, so that a cluster is scanned node by node.
+    client = store._client()
+    keys = [k async for k in client.scan_iter(match=f"{store.prefix}*", count=1000)]
+    # A heartbeat may refresh the process zset's score but never adds keys.
+    return {"keys": len(keys), "rank": await client.zcard(f"{store.prefix}:{{g}}:rank")}
 
 
 @pytest.mark.slow
+# Refusing names happens before the store: one Redis is enough (the cluster: tests/test_store.py).
+@pytest.mark.parametrize("store_factory", ["memory", pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
 async def test_made_up_room_names_never_create_state(ws, hub, articles, request):
     real = f"article:{articles[0].pk}"
     reader = await ws(session="honestreader")
