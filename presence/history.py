@@ -17,6 +17,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -94,7 +95,7 @@ class Recorder:
             with contextlib.suppress(RuntimeError):  # its loop may be closed already
                 task.cancel()
         self._lock = asyncio.Lock()
-        self._backlog: list[dict] = []
+        self._backlog: dict[tuple, dict] = {}  # by session (KEY_FIELDS), oldest first
         self._backlog_dropped: list[dict] = []
         self.lost = 0
         self.failing = False  # the last write failed: new rows wait for the retry
@@ -178,7 +179,7 @@ class Recorder:
 
     async def _flush(self, rows: list[dict], dropped: list[dict]) -> None:
         """Write these rows after any backlog, in order; on failure keep them for the retry."""
-        self._keep(self._backlog + rows, self._backlog_dropped + dropped)
+        self._add(rows, dropped)
         if self.failing:
             self._schedule_retry()
         else:
@@ -190,21 +191,20 @@ class Recorder:
             if self.failing and not retrying:  # failed while this write waited: leave it to the retry
                 self._schedule_retry()
                 return False
-            rows, self._backlog = self._backlog, []
+            rows, self._backlog = list(self._backlog.values()), {}
             dropped, self._backlog_dropped = self._backlog_dropped, []
             try:
                 if rows or dropped:
                     await database_sync_to_async(_write)(rows, dropped)
             except Exception as exc:
                 # Rows that arrived meanwhile are newer: they go after these.
-                self._keep(rows + self._backlog, dropped + self._backlog_dropped)
-                if not self.failing:
-                    logger.warning("presence history: database unavailable, %d sessions held back; retrying",
-                                   len(self._backlog), exc_info=True)
-                else:
-                    logger.warning("presence history: database still unavailable (%s), %d sessions held back",
-                                   type(exc).__name__, len(self._backlog))
+                newer, newer_dropped = self._backlog.values(), self._backlog_dropped
+                self._backlog, self._backlog_dropped = {}, []
                 self.failing = True
+                self._add(rows, dropped)
+                self._add(newer, newer_dropped)
+                logger.warning("presence history: database unavailable (%s), %d sessions held back; retrying",
+                               type(exc).__name__, len(self._backlog), exc_info=not retrying)
                 self._schedule_retry()
                 return False
             if self.failing:
@@ -225,21 +225,26 @@ class Recorder:
             if await self._write_backlog(retrying=True):
                 return
 
-    def _keep(self, rows: list[dict], dropped: list[dict]) -> None:
-        """Make these the backlog: the newest state of each session only, at most HISTORY_BACKLOG
-        sessions; what overflows is lost, counted and logged."""
-        gone = {tuple(key[f] for f in KEY_FIELDS) for key in dropped}
-        latest = {_key(r): r for r in rows}  # a newer state replaces an older one, in place
-        rows = [row for key, row in latest.items() if key not in gone]
-        overflow = len(rows) - app_settings.HISTORY_BACKLOG
-        if overflow > 0:
+    def _add(self, rows, dropped: list[dict]) -> None:
+        """Add rows to the backlog (a newer state of a session replaces the older in place) and
+        deletions (which cancel a waiting row). While the database fails, at most HISTORY_BACKLOG
+        sessions wait: the oldest that overflow are lost, counted and logged. When it is up, the
+        backlog is only what ends during one write, bounded by the connections."""
+        for row in rows:
+            self._backlog[_key(row)] = row
+        for key in dropped:
+            self._backlog.pop(tuple(key[f] for f in KEY_FIELDS), None)
+        # Deletions of too-short sessions' checkpoints: losing one leaves a row that
+        # ``presence_prune`` closes as crash-recovered, so they are only trimmed.
+        self._backlog_dropped.extend(dropped)
+        del self._backlog_dropped[:-app_settings.HISTORY_BACKLOG]
+        overflow = len(self._backlog) - app_settings.HISTORY_BACKLOG
+        if self.failing and overflow > 0:
             self.lost += overflow
             logger.error("presence history: backlog full (PRESENCE_HISTORY_BACKLOG=%d), %d reading sessions "
                          "lost (%d in all)", app_settings.HISTORY_BACKLOG, overflow, self.lost)
-            rows = rows[overflow:]
-        # Deletions of too-short sessions' checkpoints: losing one leaves a row that
-        # ``presence_prune`` closes as crash-recovered, so they are only trimmed.
-        self._backlog, self._backlog_dropped = rows, dropped[-app_settings.HISTORY_BACKLOG:]
+            for key in list(self._backlog)[:overflow]:
+                del self._backlog[key]
 
     def _report_unwritten(self) -> None:
         """At exit, what the database never took is lost: say so with a count, never silently."""
@@ -273,8 +278,9 @@ def final_position(room: str, reader_id: str) -> float | None:
 
 
 async def afinal_position(room: str, reader_id: str) -> float | None:
-    value = await cache.aget(_final_key(room, reader_id))
-    return value if isinstance(value, float) else None
+    # Not ``cache.aget``: its thread-sensitive executor refused ("would deadlock") when thousands
+    # of readers left at once during a shutdown; the cache needs no particular thread.
+    return await sync_to_async(final_position, thread_sensitive=False)(room, reader_id)
 
 
 def connect() -> None:

@@ -591,7 +591,7 @@ class Hub:
         for local in self.rooms.values():
             local.dirty = True
         await self._retry_releases()
-        for room in self.rooms:
+        for room in list(self.rooms):  # rooms come and go during the awaits
             await self._group("group_add", room)  # refresh before the layer's group expiry
         by_room: dict[str, list[str]] = {}
         for room, rid in gone:

@@ -6,6 +6,7 @@ driven by the test, so nothing here sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from unittest import mock
 
@@ -580,6 +581,26 @@ async def test_online_frames_at_most_once_per_second_never_repeated(ws, hub, clo
     clock.advance(1.1)
     await hub.tick()
     await watcher.receive_nothing()
+
+
+async def test_a_client_gone_while_its_hello_was_on_its_way_is_not_left_counted(hub):
+    """Daphne's ``send`` raises when the client closed meanwhile (autobahn's ``Disconnected``);
+    the reader must leave the count when its disconnect follows, not at the silence timeout."""
+    from presence.routing import websocket_application
+
+    inbox: asyncio.Queue = asyncio.Queue()
+    await inbox.put({"type": "websocket.connect"})
+
+    async def send(message):
+        if message["type"] == "websocket.send":
+            await inbox.put({"type": "websocket.disconnect", "code": 1006})
+            raise ConnectionError("the client went away")
+
+    scope = {"type": "websocket", "path": "/ws/presence/", "query_string": b"session=goneearly001",
+             "headers": [(b"origin", b"http://localhost")], "subprotocols": [], "client": ("127.0.0.1", 5000)}
+    await asyncio.wait_for(websocket_application()(scope, inbox.get, send), 5)
+    assert not hub.connections
+    assert await hub.store.online() == 0
 
 
 # -- handshake --------------------------------------------------------------------------------

@@ -462,6 +462,8 @@ class RedisStore(Store):
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
             "retry": Retry(NoBackoff(), 1),
+            # redis-py's default (100) refuses calls when thousands of readers leave at once.
+            "max_connections": 1000,
             **options,
         }
         # One client (and its registered scripts) per event loop: sync code (a DRF view, a
