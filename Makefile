@@ -54,6 +54,14 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Benchmark (bench/, docs/benchmarks.md): starts its own servers, about 9 minutes at the default
+# scale; `make bench BENCH_ARGS="--scale full"` for the 10,000-reader targets (about an hour).
+# Each connection is a file descriptor: lift the limit as far as allowed.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache staticfiles .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
