@@ -5,6 +5,8 @@ Times are passed in explicitly, so reaping is tested without waiting.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from presence.store.base import HISTOGRAM_BUCKETS, Reader, bucket
@@ -30,6 +32,13 @@ def hist(**buckets: int) -> list[int]:
 
 
 # -- online ----------------------------------------------------------------------------------
+
+
+def test_a_reader_object_carries_every_field_and_round_trips_through_json():
+    """``as_dict`` is spelled out for speed: a field added to ``Reader`` must not go missing from frames."""
+    reader = Reader("r1", "Ana", 0.5, 1_000, 2_000)
+    assert reader.as_dict() == dataclasses.asdict(reader)
+    assert Reader.from_json(reader.to_json()) == reader
 
 
 async def test_online_counts_distinct_readers_across_claims_and_procs(store_factory):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -24,10 +24,12 @@ class Reader:
     updated_at: int
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # Spelled out: ``dataclasses.asdict`` deep-copies, a few per cent of a busy server's CPU.
+        return {"id": self.id, "name": self.name, "position": self.position,
+                "joined_at": self.joined_at, "updated_at": self.updated_at}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.as_dict(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Reader:
