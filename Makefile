@@ -61,6 +61,7 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: install
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.redis_cost
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache staticfiles .coverage htmlcov

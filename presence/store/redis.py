@@ -437,6 +437,9 @@ def _by_room(items: list[tuple[str, Reader]]) -> dict[str, list[Reader]]:
     return rooms
 
 
+POOL_SIZE = 200  # connections to one Redis per process and event loop
+
+
 class RedisStore(Store):
     """One process's view of the presence state kept in Redis (see the module docstring)."""
 
@@ -462,8 +465,6 @@ class RedisStore(Store):
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
             "retry": Retry(NoBackoff(), 1),
-            # redis-py's default (100) refuses calls when thousands of readers leave at once.
-            "max_connections": 1000,
             **options,
         }
         # One client (and its registered scripts) per event loop: sync code (a DRF view, a
@@ -502,8 +503,16 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
-            factory = RedisCluster if self.cluster else aredis.Redis
-            client = factory.from_url(self.url, **self.options)
+            if self.cluster:
+                client = RedisCluster.from_url(self.url, **self.options)
+            else:
+                # A blocking pool: when thousands of readers join or leave at once (a dead
+                # process's readers reconnecting here), calls wait for one of its connections
+                # instead of failing with redis-py's "Too many connections".
+                pool = aredis.BlockingConnectionPool.from_url(
+                    self.url, **{"max_connections": POOL_SIZE, "timeout": 10, **self.options}
+                )
+                client = aredis.Redis.from_pool(pool)
             entry = self._clients[loop] = (client, {n: client.register_script(t) for n, t in _SCRIPTS.items()})
         return entry
 
