@@ -157,8 +157,19 @@ class Hub:
         from twisted.internet import defer
 
         reactor.addSystemEventTrigger(
-            "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown()))
+            "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self._shutdown_in_time()))
         )
+
+    async def _shutdown_in_time(self) -> None:
+        """``shutdown``, bounded: a store or channel-layer call that never returns must not keep
+        the process from exiting (it would never stop, SIGTERM notwithstanding)."""
+        try:
+            await asyncio.wait_for(self.shutdown(), SHUTDOWN_SECONDS)
+        except TimeoutError:
+            logger.error("presence hub: shutdown not done after %.0f s (%d connections left); exiting anyway",
+                         SHUTDOWN_SECONDS, len(self.connections))
+        except Exception:
+            logger.error("presence hub: shutdown failed; exiting anyway", exc_info=True)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -691,6 +702,8 @@ def newest(readers) -> list[dict]:
     and frames of a crowded room would otherwise grow with its size, their cost with its square."""
     return heapq.nlargest(app_settings.ROOM_STATE_READERS, readers, key=lambda r: (r["updated_at"], r["id"]))
 
+
+SHUTDOWN_SECONDS = 10.0  # Daphne's own application_close_timeout
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
 

@@ -437,7 +437,7 @@ def _by_room(items: list[tuple[str, Reader]]) -> dict[str, list[Reader]]:
     return rooms
 
 
-POOL_SIZE = 200  # connections to one Redis per process and event loop
+POOL_SIZE = 10_000  # at most, to one Redis per process and event loop (Redis's own maxclients)
 
 
 class RedisStore(Store):
@@ -506,13 +506,10 @@ class RedisStore(Store):
             if self.cluster:
                 client = RedisCluster.from_url(self.url, **self.options)
             else:
-                # A blocking pool: when thousands of readers join or leave at once (a dead
-                # process's readers reconnecting here), calls wait for one of its connections
-                # instead of failing with redis-py's "Too many connections".
-                pool = aredis.BlockingConnectionPool.from_url(
-                    self.url, **{"max_connections": POOL_SIZE, "timeout": 10, **self.options}
-                )
-                client = aredis.Redis.from_pool(pool)
+                # redis-py 8 refuses a call past 100 pooled connections ("Too many connections"),
+                # which thousands of readers joining or leaving at once exceed. Not a blocking pool:
+                # a connection lost to a cancelled call would then make later calls wait.
+                client = aredis.Redis.from_url(self.url, **{"max_connections": POOL_SIZE, **self.options})
             entry = self._clients[loop] = (client, {n: client.register_script(t) for n, t in _SCRIPTS.items()})
         return entry
 
