@@ -234,7 +234,7 @@ class Recorder:
         for row in rows:
             self._backlog[_key(row)] = row
         for key in dropped:
-            self._backlog.pop(tuple(key[f] for f in KEY_FIELDS), None)
+            self._backlog.pop(_key(key), None)
         # Deletions of too-short sessions' checkpoints: losing one leaves a row that
         # ``presence_prune`` closes as crash-recovered, so they are only trimmed.
         self._backlog_dropped.extend(dropped)
