@@ -1,7 +1,7 @@
 """The WebSocket endpoint: translates protocol frames to hub calls and domain errors to frames.
 
 Counting, identity, rooms and timing live in the domain modules; this module only
-parses, dispatches, and answers (protocol: ``shared/spec/protocol.md``).
+parses, dispatches, and answers (protocol: ``docs/protocol.md``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Wire protocol v1 (``shared/spec/protocol.md``): parsing client frames, building server frames.
+"""Wire protocol (``docs/protocol.md``): parsing client frames, building server frames.
 
 Parsing is strict and total: any input either becomes a ``Command`` or raises
 ``BadMessage``, never another exception.

@@ -1,4 +1,4 @@
-"""The wire protocol (shared/spec/protocol.md), row by row, through Channels' WebsocketCommunicator.
+"""The wire protocol (docs/protocol.md), row by row, through Channels' WebsocketCommunicator.
 
 Every test runs against both store backends. The hub's clock is injected and ticks are
 driven by the test, so nothing here sleeps.

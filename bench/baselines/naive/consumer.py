@@ -2,7 +2,7 @@
 
 It reproduces the reference design (a blog engine's Socket.IO gateway) on the app's own stack
 (Daphne, Channels, channels_redis, Redis) and speaks the same wire protocol
-(``shared/spec/protocol.md``), so that the load generator (``bench/``) drives both unchanged
+(``docs/protocol.md``), so that the load generator (``bench/``) drives both unchanged
 and measures the designs, not the stacks:
 
 - Online count: every connection is listed in one Redis hash. Each connect and disconnect
