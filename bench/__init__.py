@@ -1,4 +1,4 @@
-"""Benchmark of the presence server (issue #5): ``python -m bench.run --help`` or ``make bench``.
+"""Benchmark of the presence server: ``python -m bench.run --help`` or ``make bench``.
 
 ``loadgen.py`` is the load generator (asyncio WebSocket clients in several processes),
 ``servers.py`` starts the servers under test and reads their CPU and memory from ``/proc``,

@@ -36,7 +36,7 @@ SCALES = {
         readers=500, articles=100, hot_share=None, runs=3, ramp=4.0, warmup=2.0, duration=10.0, settle=3.0,
         search_start=100, search_max=6400, search_duration=6.0, bisect=1, idle_probe=0,
     ),
-    # The targets of issue #5: 10,000 readers on one process, one article holding 20% of them.
+    # The full-scale targets: 10,000 readers on one process, one article holding 20% of them.
     # The naive baseline is compared by its capacity only: 10,000 readers would just bury it.
     "full": dict(
         configs="memory,redis-2,uvicorn",

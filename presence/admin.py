@@ -1,4 +1,4 @@
-"""Admin for the reading history (issue #3): read-only changelists, a ranking page, a live page.
+"""Admin for the reading history: read-only changelists, a ranking page, a live page.
 
 History is evidence: nobody adds or edits it here; staff with the delete permission may
 delete rows (e.g. on a reader's request).

@@ -1,4 +1,4 @@
-"""The REST API under ``/api/presence/`` (issue #3).
+"""The REST API under ``/api/presence/``.
 
 Public endpoints (online, rooms, room detail) read live numbers from the presence store through
 ``presence.live`` and are throttled per anonymous client; the token is for signed-in users;

@@ -1,4 +1,4 @@
-"""The reading-position beacon (issue #4): ``POST /api/presence/beacon/``.
+"""The reading-position beacon: ``POST /api/presence/beacon/``.
 
 On ``pagehide`` the widget sends its final position with ``navigator.sendBeacon`` (a
 ``text/plain`` body, no CSRF token), because the socket's last ``progress`` may never leave a

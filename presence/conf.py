@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_IP": None,
     # REST API: requests per anonymous client over the public endpoints (DRF rate; None: no limit).
     "API_THROTTLE_RATE": "120/min",
-    # The widget (issue #4): the user field shown as a signed-in reader's name (username when blank),
+    # The widget: the user field shown as a signed-in reader's name (username when blank),
     "USER_NAME_FIELD": "first_name",
     # seconds a tab may stay hidden before it leaves its room (None: never),
     "IDLE_AFTER": 60,

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class PresenceConsumer(AsyncWebsocketConsumer):
-    # The process's hub, not each consumer, talks to the channel layer (issue #2):
+    # The process's hub, not each consumer, talks to the channel layer:
     # an alias that names no layer keeps consumers off it.
     channel_layer_alias = "presence-consumers-use-the-hub"
 

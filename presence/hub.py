@@ -5,7 +5,7 @@ it; the hub, not each consumer, is the member of each room's channel-layer group
 tick it writes the tick's progress to the store in one call, sends one batched message
 per changed room to that room's group (so other processes learn of it), and sends each
 room's frame, encoded once, directly to its local readers. Sending through the channel
-layer per consumer measured 5-8x the CPU of this direct send (issue #2).
+layer per consumer measured 5-8x the CPU of this direct send.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class Hub:
                 logger.warning("presence hub: channel layer receive failed; retrying in %.1fs", delay, exc_info=True)
                 await asyncio.sleep(delay)
                 # At most a second: a Redis back from a restart must carry other processes'
-                # batches again within a tick or so, not after a long backoff (issue #6).
+                # batches again within a tick or so, not after a long backoff.
                 delay = min(delay * 2, 1.0)
                 continue
             if message.get("type") == BATCH and message.get("origin") != self.proc:
@@ -554,7 +554,7 @@ class Hub:
             await events.emit(events.OnlineCounted(value, self.now_ms()))
         text = protocol.dumps(protocol.online(value))
         # online_sent is None until the connection's `hello` (which carries the count) is on its
-        # way: an `online` frame must never overtake it (issue #6, connect races).
+        # way: an `online` frame must never overtake it (docs/reliability.md, guarantee 5).
         stale = [c for c in targets if c.online_sent is not None and c.online_sent != value and not c.gone]
         for conn in stale:
             conn.online_sent = value
@@ -588,7 +588,7 @@ class Hub:
         claims = [(room, s.reader) for room, local in self.rooms.items() for s in local.sessions.values()]
         gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims)
         # A reader that left while the beat was on its way may have been claimed again by it,
-        # after its own release: drop those claims too, or it would stay forever (issue #6, item 5).
+        # after its own release: drop those claims too, or it would stay forever (docs/reliability.md, guarantee 5).
         self._unreleased.update((None, rid) for rid in online if not self._holds(None, rid))
         self._unreleased.update((room, reader.id) for room, reader in claims if not self._holds(room, reader.id))
         if claims:
@@ -598,7 +598,7 @@ class Hub:
             await self.store.update(claims)
         # The beat may have healed a store that lost its data (Redis flushed or restarted): the
         # next tick reads every local room's count again and sends those that changed, else
-        # readers would keep a count taken from the emptied store (issue #6, guarantee 3).
+        # readers would keep a count taken from the emptied store (docs/reliability.md, guarantee 3).
         for local in self.rooms.values():
             local.dirty = True
         await self._retry_releases()
@@ -624,7 +624,7 @@ class Hub:
     async def _layer_call(self, op: str, *args) -> None:
         """A channel-layer call, tried twice: the first use of a pooled connection that a Redis
         restart broke fails once, and a lost group_add or batch is not repaired before the next
-        heartbeat or change (issue #6, guarantee 3)."""
+        heartbeat or change (docs/reliability.md, guarantee 3)."""
         try:
             await getattr(self.layer, op)(*args)
         except Exception:

@@ -1,4 +1,4 @@
-"""Live numbers for pages and the REST API (issue #3), read from the presence store.
+"""Live numbers for pages and the REST API, read from the presence store.
 
 Counts never come from the database: a page or API call costs a constant number of store calls
 whatever the number of readers, and titles come from the cached room resolution. The ``a``-prefixed

@@ -1,6 +1,6 @@
 """Reporting over the reading history: article rankings and daily online peaks.
 
-Shared by the admin pages and the REST API (issue #3). Counts are aggregated in the database
+Shared by the admin pages and the REST API. Counts are aggregated in the database
 (SQLite and PostgreSQL alike); the median and the read depth are computed in Python over the
 sessions of the few top-ranked rooms only.
 """

@@ -1,4 +1,4 @@
-"""REST API shapes (issue #3): responses, and the query parameters each endpoint validates.
+"""REST API shapes: responses, and the query parameters each endpoint validates.
 
 Query serializers give every bad parameter a 400 with a per-field message and document the
 parameters in the OpenAPI schema. Public shapes carry reader ids only, never identities.

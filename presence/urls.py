@@ -1,4 +1,4 @@
-"""REST API routes (issue #3); the project includes them at ``api/presence/``."""
+"""REST API routes; the project includes them at ``api/presence/``."""
 
 from django.urls import path
 

@@ -1,4 +1,4 @@
-"""Admin for the reading history (issue #3): read-only changelists, ranking and live pages, charts."""
+"""Admin for the reading history: read-only changelists, ranking and live pages, charts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The REST API (issue #3): shapes, live numbers from the store (both backends), permissions,
+"""The REST API: shapes, live numbers from the store (both backends), permissions,
 privacy, constant store cost, throttling, validation, the schema, and a schemathesis run.
 
 Sync tests: the views reach the async store through ``async_to_sync``, as in production.

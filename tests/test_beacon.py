@@ -1,4 +1,4 @@
-"""The reading-position beacon (issue #4): origin, validation, identity, and the session row."""
+"""The reading-position beacon: origin, validation, identity, and the session row."""
 
 from __future__ import annotations
 

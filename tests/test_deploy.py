@@ -1,4 +1,4 @@
-"""Django's deployment checks (issue #6): with production settings, ``manage.py check --deploy``
+"""Django's deployment checks: with production settings, ``manage.py check --deploy``
 reports exactly the checks README's "Deploying" section explains, and nothing when the operator
 opts in to them; with DEBUG on (``make run``), plain http keeps working.
 

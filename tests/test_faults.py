@@ -1,4 +1,4 @@
-"""Faults under load, with real Daphne processes and real WebSocket clients (issue #6, items 3 and 5).
+"""Faults under load, with real Daphne processes and real WebSocket clients (docs/reliability.md, guarantees 3 and 5).
 
 Each test runs its own ``redis-server`` (``tests/redis_server.py``) for the store, the channel
 layer and the cache of two Daphne processes, so it may flush or restart it; it keeps the truth

@@ -1,4 +1,4 @@
-"""Floods (issue #6): made-up room names never create state, and the per-address connection cap.
+"""Floods: made-up room names never create state, and the per-address connection cap.
 
 Already proven elsewhere, not repeated here:
 

@@ -1,4 +1,4 @@
-"""Hostile input (issue #6): Hypothesis throws over 10,000 frames at one connection while an
+"""Hostile input: Hypothesis throws over 10,000 frames at one connection while an
 honest reader in the same room keeps reading.
 
 Each Hypothesis example is a batch of frames sent without waiting for replies, then a ``ping``;

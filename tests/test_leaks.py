@@ -1,4 +1,4 @@
-"""Impersonation and leaks (issue #6): no string makes a connection a user it is not, and no
+"""Impersonation and leaks: no string makes a connection a user it is not, and no
 frame or public API response carries an identity, a session id, a username, an email or an IP.
 
 Already proven elsewhere, referenced rather than repeated:

@@ -1,4 +1,4 @@
-"""Reporting queries (issue #3): article ranking numbers, period bounds, daily online peaks."""
+"""Reporting queries: article ranking numbers, period bounds, daily online peaks."""
 
 from __future__ import annotations
 

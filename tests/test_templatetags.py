@@ -1,4 +1,4 @@
-"""The widget's template tags (issue #4): server-rendered numbers, escaping, plurals, the config."""
+"""The widget's template tags: server-rendered numbers, escaping, plurals, the config."""
 
 from __future__ import annotations
 

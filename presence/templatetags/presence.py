@@ -1,4 +1,4 @@
-"""Template tags of the embeddable widget (issue #4): ``{% load presence %}``.
+"""Template tags of the embeddable widget: ``{% load presence %}``.
 
 Each tag renders its numbers on the server (so pages without JavaScript still show them) and
 marks the HTML that ``presence/static/presence/presence.js`` keeps live. ``presence_script``

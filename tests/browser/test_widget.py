@@ -1,4 +1,4 @@
-"""The widget in real headless Chromium against a real Daphne (issue #4).
+"""The widget in real headless Chromium against a real Daphne.
 
 Each test starts its own server (in-memory store, one process) so that counts start at zero.
 Screenshots go to a temporary folder (printed) and, for the README, to ``docs/widget-*.png``.

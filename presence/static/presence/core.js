@@ -1,4 +1,4 @@
-// Pure parts of the presence widget (issue #4): no DOM, no timers, no globals, so that Node's
+// Pure parts of the presence widget: no DOM, no timers, no globals, so that Node's
 // test runner can check them (tests/js/core.test.mjs). presence.js wires them to the page.
 
 export const BUCKETS = 20;

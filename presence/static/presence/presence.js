@@ -1,4 +1,4 @@
-// The presence widget's client (issue #4): one WebSocket per page (protocol v1), live counts,
+// The presence widget's client: one WebSocket per page (protocol v1), live counts,
 // the reading timeline and the ranking. Plain ES module, no build, no dependencies; the pure
 // parts live in core.js. Configured by the JSON that {% presence_script %} renders.
 import {
