@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Error, Warning, register
 
 from presence.conf import app_settings
 from presence.store import backend_path
@@ -34,3 +34,18 @@ def check_production_backends(app_configs=None, **kwargs) -> list[Warning]:
             )
         )
     return found
+
+
+@register()
+def check_trusted_proxies(app_configs=None, **kwargs) -> list[Error]:
+    """``PRESENCE_TRUSTED_PROXIES`` entries must be IPs or networks (``presence/addresses.py``)."""
+    from presence.addresses import check_trusted_proxies as problems
+
+    return [
+        Error(
+            f"PRESENCE_TRUSTED_PROXIES: {problem}.",
+            hint='List your proxies\' IP addresses or CIDR networks, e.g. ["127.0.0.1", "10.0.0.0/8"], or "unix".',
+            id="presence.E020",
+        )
+        for problem in problems()
+    ]
