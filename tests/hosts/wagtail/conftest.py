@@ -88,10 +88,6 @@ def posts(django_db_setup, django_db_blocker) -> dict:
         return {page.slug: page for page in BlogPage.objects.all()}
 
 
-def room(page) -> str:
-    return f"post:{page.pk}"
-
-
 def database_url() -> str:
     """The URL of the test database, for server processes (after pytest-django created it)."""
     from django.db import connection
