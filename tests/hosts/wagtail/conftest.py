@@ -170,22 +170,26 @@ def server(django_db_setup):
     daphne.stop()
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Headless Debian Chromium through Playwright (never Playwright's downloads); one per module,
-    as Playwright's sync API holds an event loop in this thread while it runs."""
+@pytest.fixture(scope="session")
+def chromium_launcher():
+    """``with chromium_launcher() as browser``: headless Debian Chromium through Playwright (never
+    Playwright's downloads)."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         message = f"no Chromium at {CHROMIUM}: `apt-get install chromium`"
         pytest.fail(message) if CI else pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    @contextlib.contextmanager
+    def launch():
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+
+    return launch
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def login_cookie(django_db_blocker):
     """``login_cookie("editor", base_url)``: a session cookie of that user for a browser context."""
     from django.conf import settings
