@@ -164,6 +164,10 @@ class ReadingSessionViewSet(ModelViewSet):
     def menu_item_class(self):
         return _menu_item_class(super().menu_item_class)
 
+    def register_admin_url_finder(self):
+        # Wagtail's URL finder links objects to their edit page; reading sessions have none.
+        pass
+
     def get_permissions_to_register(self):
         # Wagtail's group editor offers the one permission these pages need.
         codename = get_permission_codename("view", ReadingSession._meta)

@@ -6,6 +6,7 @@ The host has no ``django.contrib.admin``: these pages are all its staff get.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -145,3 +146,14 @@ def test_reading_sessions_are_read_only(client, history):
     for path in ("new/", f"edit/{session.pk}/", f"delete/{session.pk}/", f"copy/{session.pk}/"):
         assert client.get(SESSIONS + path).status_code == 404, path
     assert "/new/" not in client.get(SESSIONS).content.decode()
+
+
+def test_wagtails_group_editor_offers_the_view_permission_only(client):
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.get(name="Moderators")
+    html = signed_in(client, "admin").get(f"/admin/groups/edit/{group.pk}/").content.decode()
+    checkboxes = set(re.findall(r'<input[^>]*name="permissions"[^>]*value="(\d+)"', html))
+    permissions = Permission.objects.filter(content_type__app_label="presence", content_type__model="readingsession")
+    offered = {permission.codename for permission in permissions if str(permission.pk) in checkboxes}
+    assert offered == {"view_readingsession"}
