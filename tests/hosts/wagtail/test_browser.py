@@ -102,7 +102,7 @@ def test_an_editors_preview_opens_no_websocket(browsing, server, posts, editor_c
         response = preview.goto(f"{server.base}/admin/pages/{posts[slug].pk}/view_draft/", wait_until="load")
         assert response.status == 200
         assert preview.locator("h1").inner_text() == posts[slug].draft_title
-        assert re.fullmatch(r"(\d+|–) people reading now", readers_text(preview))  # the server's numbers
+        assert re.fullmatch(r"\d+ readers? online", preview.inner_text("[data-presence-online]"))  # server's
         assert preview.locator("#presence-config").count() == 0
         preview.close()
     assert len(sockets) == 1 and len(scripts) == 1, (sockets, scripts)
