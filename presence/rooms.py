@@ -90,14 +90,14 @@ class Kind:
         return None if value is None else str(value)
 
     def public(self) -> models.QuerySet:
+        """What the public may see now (raises ``_Wrong`` when the host's queryset is not one of the model)."""
         queryset = self.queryset()
-        if not isinstance(queryset, models.QuerySet) or not issubclass(queryset.model, self.model):
-            got = f"a QuerySet of {queryset.model._meta.label}" if isinstance(queryset, models.QuerySet) else (
-                type(queryset).__name__
-            )
-            raise _Wrong(_problem(self.name, "E108", f"its queryset returned {got}, not a QuerySet of "
-                                  f"{self.model._meta.label}.", _queryset_hint(self.model)))
-        return queryset
+        if isinstance(queryset, models.QuerySet) and issubclass(queryset.model, self.model):
+            return queryset
+        got = f"a QuerySet of {queryset.model._meta.label}" if isinstance(queryset, models.QuerySet) else (
+            f"a {type(queryset).__name__}")
+        raise _Wrong(_problem(self.name, "E108", f"its queryset returned {got}, not a QuerySet of "
+                              f"{self.model._meta.label}.", _queryset_hint(self.model)))
 
 
 def _problem(name: object, code: str, message: str, hint: str) -> Problem:
@@ -404,6 +404,7 @@ _lookup_async = database_sync_to_async(_find)
 clock = time.monotonic
 _lock = threading.Lock()  # saves arrive on other threads than the event loop's lookups
 _cache: OrderedDict[str, tuple[float, RoomInfo | None, Any]] = OrderedDict()  # room -> (expiry, info, pk)
+_found: dict[tuple[str, Any], set[str]] = {}  # (kind, pk) -> rooms cached as that object: a save drops them
 _generation = 0  # bumped by every invalidation: a lookup that raced one is not cached
 _MISS = object()
 
@@ -412,6 +413,7 @@ def cache_clear() -> None:
     global _generation
     with _lock:
         _cache.clear()
+        _found.clear()
         _generation += 1
 
 
@@ -435,10 +437,12 @@ def _remember(room: str, found: tuple[RoomInfo, Any] | None, generation: int) ->
     seconds = app_settings.ROOM_CACHE_SECONDS if info else app_settings.ROOM_REFUSAL_SECONDS
     with _lock:
         if generation == _generation:
+            _drop(room)
             _cache[room] = (clock() + seconds, info, pk)
-            _cache.move_to_end(room)
+            if info is not None:
+                _found.setdefault((_kind_of(room), pk), set()).add(room)
             while len(_cache) > app_settings.ROOM_CACHE_SIZE:
-                _cache.popitem(last=False)
+                _drop(next(iter(_cache)))
     if info is None:
         raise InvalidRoom(NO_SUCH_ROOM)
     return info
@@ -479,6 +483,22 @@ def resolve_sync(room: object) -> RoomInfo:
 # -- invalidation: a save or delete is seen at once in this process ---------------------------
 
 
+def _kind_of(room: str) -> str:
+    return room.split(":", 1)[0]
+
+
+def _drop(room: str) -> None:
+    """Remove a cached entry and its index (under ``_lock``)."""
+    entry = _cache.pop(room, None)
+    if entry is not None and entry[1] is not None:
+        key = (_kind_of(room), entry[2])
+        rooms = _found.get(key)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del _found[key]
+
+
 def _forget(kinds_of: list[Kind], instance: models.Model) -> None:
     """Drop the cached entries an object's save or delete may have changed: its room now (a refusal,
     e.g. before it was created or published) and any room that resolved to it (a renamed slug)."""
@@ -486,17 +506,15 @@ def _forget(kinds_of: list[Kind], instance: models.Model) -> None:
     with _lock:
         _generation += 1
         for kind in kinds_of:
+            stale = set(_found.get((kind.name, instance.pk), ()))
             key = kind.key_of(instance)
-            prefix = kind.name + ":"
-            # Refusals of the kind too when the key was deferred (unknown without a query).
-            stale = [
-                room for room, (_, info, pk) in _cache.items()
-                if room.startswith(prefix) and (pk == instance.pk if info is not None else key is None)
-            ]
             if key is not None:
-                stale.append(prefix + key)
+                stale.add(f"{kind.name}:{key}")
+            else:  # the key field was deferred: any refusal of the kind may have been this object
+                stale.update(room for room, (_, info, _) in _cache.items()
+                             if info is None and _kind_of(room) == kind.name)
             for room in stale:
-                _cache.pop(room, None)
+                _drop(room)
 
 
 def _object_changed(sender: type, instance: models.Model, **kwargs: Any) -> None:

@@ -434,3 +434,12 @@ def test_the_configuration_is_resolved_once_per_setting(posts):
         assert set(rooms.kinds()) == {"story"}
         assert rooms.resolve_sync("story:hello-world").title == "Hello, world"
     assert rooms.kinds() is not first and set(rooms.kinds()) == {"post"}
+
+
+def test_saves_are_seen_through_evictions_of_the_bounded_cache(articles):
+    with override_settings(PRESENCE_ROOM_CACHE_SIZE=2):
+        for article in (articles[0], articles[1], articles[2], articles[0]):  # the first is evicted, then back
+            rooms.resolve_sync(f"article:{article.pk}")
+        assert len(rooms._cache) == 2
+        articles[0].delete()
+        assert refused(f"article:{articles[0].pk}")
