@@ -517,14 +517,39 @@ def _forget(kinds_of: list[Kind], instance: models.Model) -> None:
                 _drop(room)
 
 
+def _forget_kinds_entries(kinds_of: list[Kind]) -> None:
+    global _generation
+    names = {kind.name for kind in kinds_of}
+    with _lock:
+        _generation += 1
+        for room in [room for room in _cache if _kind_of(room) in names]:
+            _drop(room)
+
+
+def _view_restriction() -> type[models.Model] | None:
+    """Wagtail's page view restrictions: adding one makes a page and its descendants private
+    without saving any page."""
+    if _wagtail_page() is None:
+        return None
+    from wagtail.models import PageViewRestriction
+
+    return PageViewRestriction
+
+
 def _object_changed(sender: type, instance: models.Model, **kwargs: Any) -> None:
-    if _kinds is None or not isinstance(instance, models.Model):
+    found = _kinds
+    if not found or not isinstance(instance, models.Model):
         return
-    related = [k for k in _kinds.values() if issubclass(sender, k.model) or issubclass(k.model, sender)]
+    related = [k for k in found.values() if issubclass(sender, k.model) or issubclass(k.model, sender)]
     if related:
         _forget(related, instance)
         # Again once the transaction commits: a lookup meanwhile may have read the old row.
         transaction.on_commit(lambda: _forget(related, instance), using=instance._state.db)
+    elif sender.__name__ == "PageViewRestriction" and (restriction := _view_restriction()) is not None:
+        if issubclass(sender, restriction):
+            pages = [k for k in found.values() if _is_page(k.model)]
+            _forget_kinds_entries(pages)
+            transaction.on_commit(lambda: _forget_kinds_entries(pages), using=instance._state.db)
 
 
 post_save.connect(_object_changed, dispatch_uid="presence.rooms.saved")
