@@ -441,5 +441,6 @@ def test_saves_are_seen_through_evictions_of_the_bounded_cache(articles):
         for article in (articles[0], articles[1], articles[2], articles[0]):  # the first is evicted, then back
             rooms.resolve_sync(f"article:{article.pk}")
         assert len(rooms._cache) == 2
+        room = f"article:{articles[0].pk}"
         articles[0].delete()
-        assert refused(f"article:{articles[0].pk}")
+        assert refused(room)
