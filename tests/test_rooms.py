@@ -117,7 +117,7 @@ def script_room(html: str) -> str | None:
 
 async def joined(client, room: object) -> dict:
     await client.send_json_to({"type": "join", "room": room})
-    return await client.receive_json_from()
+    return await client.receive_json_from(timeout=5)  # a loaded machine's Redis Cluster may take over 1 s
 
 
 # -- one canonical room per object ----------------------------------------------------------
