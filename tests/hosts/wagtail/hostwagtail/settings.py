@@ -74,6 +74,8 @@ WSGI_APPLICATION = None
 ASGI_APPLICATION = "hostwagtail.asgi.application"
 
 DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    INSTALLED_APPS.append("django.contrib.postgres")  # Wagtail's database search backend needs it there
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
 if REDIS_URL:
