@@ -1,7 +1,8 @@
 """Admin for the reading history: read-only changelists, a ranking page, a live page.
 
 History is evidence: nobody adds or edits it here; staff with the delete permission may
-delete rows (e.g. on a reader's request).
+delete rows (e.g. on a reader's request). Registered on Django's default ``admin.site``;
+a project with its own ``AdminSite`` calls ``register(site)``.
 """
 
 from __future__ import annotations
@@ -155,7 +156,6 @@ class RankingPeriodForm(forms.Form):
         return since, until
 
 
-@admin.register(ReadingSession)
 class ReadingSessionAdmin(ReadOnlyAdmin):
     list_display = ["article", "reader", "name", "started_at", "duration", "furthest", "end_reason"]
     list_filter = ["started_at", ArticleFilter, SignedInFilter, "end_reason"]
@@ -195,6 +195,8 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
     def _page_context(self, request: HttpRequest, title: str) -> dict:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        # The templates' `admin:` URLs then name this page's site, not Django's default one.
+        request.current_app = self.admin_site.name
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -275,7 +277,18 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
             return JsonResponse({"error": exc.code, "message": exc.message}, status=503)
 
 
-@admin.register(OnlinePeak)
 class OnlinePeakAdmin(ReadOnlyAdmin):
     list_display = ["date", "count", "at"]
     date_hierarchy = "date"
+
+
+def register(site: admin.AdminSite) -> None:
+    """Put the reading history (sessions, online peaks, the ranking and live pages) on ``site``:
+    a project's own ``AdminSite``, e.g. one without autodiscovery (``SimpleAdminConfig``).
+    Registering twice on one site is harmless."""
+    for model, model_admin in ((ReadingSession, ReadingSessionAdmin), (OnlinePeak, OnlinePeakAdmin)):
+        if not site.is_registered(model):
+            site.register(model, model_admin)
+
+
+register(admin.site)
