@@ -11,6 +11,7 @@ import logging
 from datetime import date, datetime, time, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -150,10 +151,12 @@ class RankingPeriodForm(forms.Form):
         period = self.cleaned_data["period"]
         if period in self.PERIODS:
             return now - self.PERIODS[period], now
+        since = datetime.combine(self.cleaned_data["since"], time.min)
+        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min)
+        if not settings.USE_TZ:  # stored datetimes are naive, in TIME_ZONE: compare like with like
+            return since, until
         zone = timezone.get_current_timezone()
-        since = datetime.combine(self.cleaned_data["since"], time.min, tzinfo=zone)
-        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min, tzinfo=zone)
-        return since, until
+        return since.replace(tzinfo=zone), until.replace(tzinfo=zone)
 
 
 class ReadingSessionAdmin(ReadOnlyAdmin):
@@ -237,7 +240,7 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/presence/readingsession/ranking.html", context)
 
     def _peaks_chart(self):
-        today = timezone.now().date()
+        today = reports.current_day()
         peaks = {peak.date: peak.count for peak in reports.daily_peaks(PEAK_DAYS, today=today)}
         days = [today - timedelta(days=n) for n in range(PEAK_DAYS - 1, -1, -1)]
         return bar_chart_svg(
