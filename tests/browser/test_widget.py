@@ -76,8 +76,8 @@ def markers(page) -> list[dict]:
             id: e.dataset.reader,
             position: parseFloat(e.style.getPropertyValue('--presence-position')),
             own: e.classList.contains('presence-marker-own'),
-            label: e.getAttribute('aria-label'),
-            tabindex: e.getAttribute('tabindex'),
+            label: e.querySelector('button').getAttribute('aria-label'),
+            tabindex: String(e.querySelector('button').tabIndex),
         }))""",
     )
 
@@ -205,7 +205,7 @@ def test_screenshots(browsing, scheme):
     shot = browsing.page(browsing.context(color_scheme=scheme, viewport={"width": 1100, "height": 760}))
     wait_markers(shot, lambda m: len(m) == 5 and sum(x["position"] > 0.1 for x in m) >= 4)
     shot.wait_for_timeout(800)  # let the markers' transitions end
-    shot.locator('.presence-marker[aria-label^="Ada,"]').focus()
+    shot.locator('.presence-marker-button[aria-label^="Ada,"]').focus()
     shot.wait_for_timeout(300)
     folder = Path(tempfile.mkdtemp(prefix="presence-screenshots-"))
     path = folder / f"widget-{scheme}.png"
