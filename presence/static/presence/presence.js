@@ -362,7 +362,8 @@ let frameRequested = false;
 
 function measure() {
   frameRequested = false;
-  if (!page.article) return;
+  // A swap in progress may have detached the article: its last position stands.
+  if (!page.article || !page.article.isConnected) return;
   current = page.room ? readingPosition(page.article.getBoundingClientRect(), window.innerHeight) : null;
   placeTrack();
   scheduleProgress();
