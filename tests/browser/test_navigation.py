@@ -47,7 +47,9 @@ BOOST = "document.addEventListener('DOMContentLoaded', () => document.body.setAt
 
 
 def probe(page) -> dict:
-    return page.evaluate("({ sockets: __probe.sockets, listeners: __probe.listeners, intervals: __probe.intervals.size })")
+    return page.evaluate(
+        "({ sockets: __probe.sockets, listeners: __probe.listeners, intervals: __probe.intervals.size })"
+    )
 
 
 def count(site, room: str) -> int:
