@@ -70,8 +70,8 @@ def markers(page) -> list[dict]:
             id: e.dataset.reader,
             position: parseFloat(e.style.getPropertyValue('--presence-position')),
             own: e.classList.contains('presence-marker-own'),
-            label: e.querySelector('button').getAttribute('aria-label'),
-            tabindex: String(e.querySelector('button').tabIndex),
+            label: (e.querySelector('button') || e).getAttribute('aria-label'),
+            tabindex: String((e.querySelector('button') || e).tabIndex),
         }))""",
     )
 
