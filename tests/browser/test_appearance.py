@@ -154,9 +154,9 @@ def test_no_accessibility_violation_in_any_state(browsing, state):
     wait_markers(shot, lambda m: len(m) == 5 and sum(x["position"] > 0.1 for x in m) >= 4)
     shot.wait_for_timeout(800)  # the markers' glide
     if focus == "own":
-        shot.focus(".presence-marker-own .presence-marker-button")
+        shot.focus(".presence-marker-own .presence-marker-button, .presence-marker-own:not(:has(button))")
     elif focus:
-        shot.focus(f'.presence-marker-button[aria-label^="{focus},"]')
+        shot.focus(f'.presence-marker-button[aria-label^="{focus},"], .presence-marker[aria-label^="{focus},"]')
     shot.wait_for_timeout(300)
     folder = Path(tempfile.mkdtemp(prefix="presence-screenshots-"))
     path = folder / f"widget-{state}.png"
