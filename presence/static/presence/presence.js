@@ -286,8 +286,13 @@ function socketUrl() {
   return url.href;
 }
 
+let joining = null; // the room of a `join` sent and not yet answered
+
 function join() {
-  if (page.room && !idle) send({ type: "join", room: page.room });
+  if (page.room && !idle && isOpen()) {
+    joining = page.room;
+    send({ type: "join", room: page.room });
+  }
 }
 
 function subscribeRanking() {
@@ -310,7 +315,7 @@ function onFrame(event) {
       subscribeRanking();
       break;
     case "room_state":
-      if (frame.room === page.room) { joined = true; lastSent = null; lastSentAt = null; scheduleProgress(); }
+      if (frame.room === page.room) { joined = true; joining = null; lastSent = null; lastSentAt = null; scheduleProgress(); }
       break;
     case "ranking":
       renderRanking(state.ranking);
@@ -342,6 +347,7 @@ function connect() {
   socket.onclose = () => {
     socket = null;
     joined = false;
+    joining = null;
     rankingLimit = 0;
     clearInterval(pingTimer);
     retry();
@@ -425,12 +431,12 @@ function beacon() {
 function leaveRoom() {
   clearTimeout(progressTimer);
   progressTimer = null;
-  if (page.room && joined) {
-    if (current !== null && current !== lastSent) sendProgress();
-    send({ type: "leave", room: page.room });
-  }
+  if (page.room && joined && current !== null && current !== lastSent) sendProgress();
+  // Also a room whose `join` is still on its way: the server handles frames in order.
+  if (page.room && (joined || joining === page.room)) send({ type: "leave", room: page.room });
   beacon();
   joined = false;
+  joining = null;
 }
 
 // -- page swaps: HTMX, Turbo, pjax, history, or window.presence.refresh() -----------------------
