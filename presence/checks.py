@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
+from presence import rooms
 from presence.conf import app_settings
 from presence.store import backend_path
 
@@ -34,3 +35,13 @@ def check_production_backends(app_configs=None, **kwargs) -> list[Warning]:
             )
         )
     return found
+
+
+@register()
+def check_room_kinds(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """Every ``PRESENCE_ROOM_KINDS`` entry names a model, a field, a queryset and a URL that exist
+    (presence/rooms.py); with DEBUG on too, since a wrong entry refuses every room of its kind."""
+    return [
+        (Warning if problem.is_warning else Error)(problem.message, hint=problem.hint, id=problem.id)
+        for problem in rooms.check(app_settings.ROOM_KINDS)
+    ]

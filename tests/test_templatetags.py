@@ -99,7 +99,8 @@ def test_readers_of_an_object(store, articles):
 def test_room_resolved_from_the_configured_field(articles):
     article = articles[0]
     assert room_of(article) == f"article:{article.pk}"
-    assert room_of("article:7") == "article:7"
+    assert room_of(f"article:{article.pk}") == f"article:{article.pk}"
+    assert room_of(f"article:0{article.pk}") is None  # only a room the server accepts (tests/test_rooms.py)
     assert room_of("not a room") is None
     assert room_of(object()) is None
     with override_settings(PRESENCE_ROOM_KINDS={"post": {"model": "blog.Article", "field": "slug"}}):

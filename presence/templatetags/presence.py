@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 from django import template
-from django.apps import apps
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -75,26 +74,18 @@ def _samples(phrase) -> list[list[Any]]:
 
 
 def room_of(obj: object) -> str | None:
-    """The room name of an object (kind from ``PRESENCE_ROOM_KINDS`` whose model is the object's,
-    key its pk or the configured field), or of a string that already is a room name."""
+    """The canonical room of an object (or a room name) that the public may see, else None: a page
+    joins only a room the server accepts, and a draft an editor previews in the site joins none."""
     if obj is None or obj == "":
         return None
-    if isinstance(obj, str):
-        return obj if rooms.ROOM_RE.match(obj) else None
-    meta = getattr(obj, "_meta", None)
-    if meta is None:
+    room = obj if isinstance(obj, str) else rooms.room_for(obj)
+    if room is None:
         return None
-    for kind, config in app_settings.ROOM_KINDS.items():
-        label, field = (config, "pk") if isinstance(config, str) else (config["model"], config.get("field", "pk"))
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError):
-            continue
-        if isinstance(obj, model):
-            key = obj.pk if field == "pk" else getattr(obj, field, None)
-            room = f"{kind}:{key}"
-            return room if key is not None and rooms.ROOM_RE.match(room) else None
-    return None
+    try:
+        rooms.resolve_sync(room)
+    except (InvalidRoom, Unavailable):
+        return None
+    return room
 
 
 def display_name(user: object) -> str:
