@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "TICK": 1.0,
     # Seconds between `online` frames to one connection (protocol: at most one per second).
     "ONLINE_INTERVAL": 1.0,
+    # Seconds between `ranking` frames to a subscribed connection, only when its ranking changed.
+    "RANKING_INTERVAL": 1.0,
     # Seconds between client pings; a connection silent for HEARTBEAT * SILENCE_FACTOR is dropped.
     "HEARTBEAT": 20,
     "SILENCE_FACTOR": 2.5,

@@ -14,6 +14,7 @@ from django import template
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils import translation
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language, gettext, ngettext
@@ -44,6 +45,22 @@ def reading_phrase(count: int) -> str:
 
 def ranked_phrase(count: int) -> str:
     return ngettext("%(count)s reader", "%(count)s readers", count)
+
+
+PHRASES = (online_phrase, reading_phrase, ranked_phrase)
+
+
+def rendered_language() -> str:
+    """The language whose plural rules the widget's phrases follow: the active language when a
+    catalogue translates them (the app's, ``presence/locale``, or the project's), else English,
+    the language of the source text (an English fallback must never get another language's rules)."""
+    language = get_language()
+    if not language:
+        return "en"
+    translated = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    with translation.override(None):
+        source = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    return language if translated != source else "en"
 
 
 def counted(phrase, count: int) -> str:
@@ -136,7 +153,7 @@ def presence_script(context, room: object = None) -> SafeString:
         "token": identity.make_token(user) if signed_in else None,
         "name": display_name(user) if signed_in else None,
         "room": room_name,
-        "lang": get_language() or "en",
+        "lang": rendered_language(),
         "text": {
             "online": _samples(online_phrase),
             "reading": _samples(reading_phrase),
@@ -147,6 +164,9 @@ def presence_script(context, room: object = None) -> SafeString:
             "here": gettext("here for %(time)s"),
             "bucket": gettext("%(count)s readers between %(from)s%% and %(to)s%%"),
             "nobody": gettext("Nobody is reading right now."),
+            "seconds": gettext("%(seconds)s s"),
+            "minutes": gettext("%(minutes)s min"),
+            "hours": gettext("%(hours)s h %(minutes)s min"),
         },
     }
     return render_to_string(
