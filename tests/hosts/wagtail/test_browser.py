@@ -3,6 +3,7 @@ each other and each other's markers move; an editor's preview of a page opens no
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -34,18 +35,18 @@ def readers_text(page) -> str:
     return page.inner_text("[data-presence-readers] [data-presence-text]")
 
 
-@pytest.fixture
-def chromium(chromium_launcher):
-    """One Chromium per test, started after the test's database transaction is open and closed before
-    it rolls back: while Playwright's sync API runs, Django counts this thread as async and refuses
-    database calls."""
-    with chromium_launcher() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def editor_cookie(server, login_cookie):
-    return login_cookie("editor", server.base)
+@pytest.fixture(scope="module", autouse=True)
+def database_calls_beside_playwright():
+    """Playwright's sync API runs an event loop in this thread, so Django takes every test here for
+    async code and refuses its database calls (the test's transaction). Nothing here runs
+    concurrently with that loop: the calls are allowed for this module only."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture
@@ -83,9 +84,9 @@ def test_readers_of_a_live_post_are_counted_and_see_each_others_markers_move(bro
     assert len(at_the_end) == 2
 
 
-def test_an_editors_preview_opens_no_websocket(browsing, server, posts, editor_cookie):
+def test_an_editors_preview_opens_no_websocket(browsing, server, posts, session_cookies):
     context = browsing()
-    context.add_cookies([editor_cookie])
+    context.add_cookies([{**session_cookies["editor"], "url": server.base}])
     sockets, scripts = [], []
     context.on("page", lambda page: page.on("websocket", lambda ws: sockets.append((page.url, ws.url))))
     context.on("request", lambda request: re.search(r"presence\.js$", request.url) and scripts.append(request.url))

@@ -79,16 +79,18 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8's default 5 s socket timeout kills idle consumers (django/channels_redis#422).
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
-        }
-    }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    from presence.layers import redis_channel_layers
+
+    CHANNEL_LAYERS = redis_channel_layers(REDIS_URL)
     PRESENCE_REDIS_URL = REDIS_URL
-    PRESENCE_REDIS_PREFIX = os.environ.get("PRESENCE_REDIS_PREFIX", "hostwagtail")
+    # Keys of their own on a shared Redis (tests run several sites side by side).
+    REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "hostwagtail")
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{REDIS_PREFIX}-layer"
+    PRESENCE_REDIS_PREFIX = REDIS_PREFIX
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                    "KEY_PREFIX": REDIS_PREFIX}
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
