@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,18 +37,22 @@ def readers_text(page) -> str:
     return page.inner_text("[data-presence-readers] [data-presence-text]")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def database_calls_beside_playwright():
-    """Playwright's sync API runs an event loop in this thread, so Django takes every test here for
-    async code and refuses its database calls (the test's transaction). Nothing here runs
-    concurrently with that loop: the calls are allowed for this module only."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+@pytest.fixture
+def chromium():
+    """Headless Debian Chromium for one test (the shared fixture's is for a module): started after the
+    test's database transaction opened and stopped before it rolls back. While Playwright's sync
+    API runs, Django takes this thread for async code: it refuses database calls, and a connection
+    opened then is another one, left open (PostgreSQL then cannot drop the test database)."""
+    executable = os.environ.get("PRESENCE_CHROMIUM", "/usr/bin/chromium")
+    if not (Path(executable).exists() or shutil.which(executable)):
+        message = f"no Chromium at {executable}: `apt-get install chromium` (docs/development.md)"
+        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
