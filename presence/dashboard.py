@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
@@ -105,10 +106,12 @@ class RankingPeriodForm(forms.Form):
         period = self.cleaned_data["period"]
         if period in self.PERIODS:
             return now - self.PERIODS[period], now
+        since = datetime.combine(self.cleaned_data["since"], time.min)
+        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min)
+        if not settings.USE_TZ:  # stored datetimes are naive, in TIME_ZONE: compare like with like
+            return since, until
         zone = timezone.get_current_timezone()
-        since = datetime.combine(self.cleaned_data["since"], time.min, tzinfo=zone)
-        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min, tzinfo=zone)
-        return since, until
+        return since.replace(tzinfo=zone), until.replace(tzinfo=zone)
 
 
 def ranking_form(query: dict) -> RankingPeriodForm:
@@ -137,7 +140,7 @@ def ranking_rows(since: datetime, until: datetime) -> list[dict[str, Any]]:
 
 def peaks_chart(today: date | None = None) -> SafeString:
     """The site-wide online peak of each of the last ``PEAK_DAYS`` days, as an SVG bar chart."""
-    today = today or timezone.now().date()
+    today = today or reports.current_day()
     peaks = {peak.date: peak.count for peak in reports.daily_peaks(PEAK_DAYS, today=today)}
     days = [today - timedelta(days=n) for n in range(PEAK_DAYS - 1, -1, -1)]
     return bar_chart_svg(
