@@ -1,7 +1,8 @@
 """Admin for the reading history: read-only changelists, a ranking page, a live page.
 
 History is evidence: nobody adds or edits it here; staff with the delete permission may
-delete rows (e.g. on a reader's request).
+delete rows (e.g. on a reader's request). Registered on Django's default ``admin.site``;
+a project with its own ``AdminSite`` calls ``register(site)``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from datetime import date, datetime, time, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -149,13 +151,14 @@ class RankingPeriodForm(forms.Form):
         period = self.cleaned_data["period"]
         if period in self.PERIODS:
             return now - self.PERIODS[period], now
+        since = datetime.combine(self.cleaned_data["since"], time.min)
+        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min)
+        if not settings.USE_TZ:  # stored datetimes are naive, in TIME_ZONE: compare like with like
+            return since, until
         zone = timezone.get_current_timezone()
-        since = datetime.combine(self.cleaned_data["since"], time.min, tzinfo=zone)
-        until = datetime.combine(self.cleaned_data["until"] + timedelta(days=1), time.min, tzinfo=zone)
-        return since, until
+        return since.replace(tzinfo=zone), until.replace(tzinfo=zone)
 
 
-@admin.register(ReadingSession)
 class ReadingSessionAdmin(ReadOnlyAdmin):
     list_display = ["article", "reader", "name", "started_at", "duration", "furthest", "end_reason"]
     list_filter = ["started_at", ArticleFilter, SignedInFilter, "end_reason"]
@@ -195,6 +198,8 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
     def _page_context(self, request: HttpRequest, title: str) -> dict:
         if not self.has_view_permission(request):
             raise PermissionDenied
+        # The templates' `admin:` URLs then name this page's site, not Django's default one.
+        request.current_app = self.admin_site.name
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -235,7 +240,7 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/presence/readingsession/ranking.html", context)
 
     def _peaks_chart(self):
-        today = timezone.now().date()
+        today = reports.current_day()
         peaks = {peak.date: peak.count for peak in reports.daily_peaks(PEAK_DAYS, today=today)}
         days = [today - timedelta(days=n) for n in range(PEAK_DAYS - 1, -1, -1)]
         return bar_chart_svg(
@@ -275,7 +280,18 @@ class ReadingSessionAdmin(ReadOnlyAdmin):
             return JsonResponse({"error": exc.code, "message": exc.message}, status=503)
 
 
-@admin.register(OnlinePeak)
 class OnlinePeakAdmin(ReadOnlyAdmin):
     list_display = ["date", "count", "at"]
     date_hierarchy = "date"
+
+
+def register(site: admin.AdminSite) -> None:
+    """Put the reading history (sessions, online peaks, the ranking and live pages) on ``site``:
+    a project's own ``AdminSite``, e.g. one without autodiscovery (``SimpleAdminConfig``).
+    Registering twice on one site is harmless."""
+    for model, model_admin in ((ReadingSession, ReadingSessionAdmin), (OnlinePeak, OnlinePeakAdmin)):
+        if not site.is_registered(model):
+            site.register(model, model_admin)
+
+
+register(admin.site)

@@ -8,6 +8,7 @@ and never touch the consumer. Times are server milliseconds since the epoch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -81,9 +82,25 @@ class OnlineCounted:
 SIGNALS = {ReaderJoined: reader_joined, ReaderLeft: reader_left, Checkpoint: checkpoint, OnlineCounted: online_counted}
 
 
+async def _asend_robust(signal: Signal, **named: object) -> list[tuple[object, object]]:
+    """``Signal.asend_robust`` (Django 5.0+); on Django 4.2, ``send_robust`` returns the
+    coroutines of async receivers unawaited, so they are awaited here, one by one."""
+    if hasattr(signal, "asend_robust"):
+        return await signal.asend_robust(**named)
+    results = []
+    for receiver, response in signal.send_robust(**named):
+        if inspect.isawaitable(response):
+            try:
+                response = await response
+            except Exception as exc:
+                response = exc
+        results.append((receiver, response))
+    return results
+
+
 async def emit(event: ReaderJoined | ReaderLeft | Checkpoint | OnlineCounted) -> None:
     """Deliver an event to its receivers; a failing receiver is logged, never raised."""
     signal = SIGNALS[type(event)]
-    for receiver, result in await signal.asend_robust(sender=type(event), event=event):
+    for receiver, result in await _asend_robust(signal, sender=type(event), event=event):
         if isinstance(result, Exception):
             logger.error("presence event receiver %r failed", receiver, exc_info=result)

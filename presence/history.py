@@ -4,9 +4,11 @@ A session is written when its reader leaves, closes, times out, re-identifies or
 process shuts down; open sessions are written as checkpoints every
 ``PRESENCE_CHECKPOINT_SECONDS`` so that a crash loses at most that much reading, and
 ``presence_prune`` later closes what a crashed process left open. Durations come from the
-server clock only. Writes that fail (database down) wait in a bounded backlog and are
-retried with backoff until the database is back; what overflows it, or is still waiting when
-the process exits, is logged with a count, never dropped silently.
+server clock only. Writes that fail because the database is unreachable wait in a bounded
+backlog and are retried with backoff until it is back; what overflows it, or is still waiting
+when the process exits, is logged with a count, never dropped silently. Writes that fail for
+any other reason (a bug, a missing table, a misconfiguration) would fail the same way again:
+they are reported once, at ERROR with their cause, and never retried.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.signals import setting_changed
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -41,7 +45,48 @@ UPDATE_FIELDS = [
 
 
 def to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """A server time (ms since the epoch) as the project's datetimes are: aware (UTC) with
+    ``USE_TZ``, else naive in ``TIME_ZONE``, which is all SQLite and MySQL then accept."""
+    at = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if settings.USE_TZ:
+        return at
+    return timezone.make_naive(at, timezone.get_default_timezone())
+
+
+# OperationalErrors that are the schema's, not the connection's: SQLite's missing table or
+# column, MySQL's unknown column. (PostgreSQL raises ProgrammingError for these.)
+_SCHEMA_ERROR = re.compile(r"no such (table|column)|has no column named|unknown column", re.IGNORECASE)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed write may succeed unchanged later: the database unreachable, the
+    connection lost, SQLite busy. Anything else fails the same way every time it is retried."""
+    if isinstance(exc, InterfaceError):
+        return True
+    return isinstance(exc, OperationalError) and not _SCHEMA_ERROR.search(str(exc))
+
+
+def _write_each(rows: list[dict], dropped: list[dict]) -> list[tuple[dict, Exception]]:
+    """``_write`` the batch; when it fails for a reason other than an outage, write each
+    session alone, so that a bad one costs only itself. Returns the sessions that failed so,
+    each with its error; an outage raises (the caller keeps the whole batch for the retry)."""
+    try:
+        _write(rows, dropped)
+        return []
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        if len(rows) + len(dropped) == 1:
+            return [((rows or dropped)[0], exc)]
+    failed = []
+    for one_row, one_key in [([row], []) for row in rows] + [([], [key]) for key in dropped]:
+        try:
+            _write(one_row, one_key)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            failed.append(((one_row or one_key)[0], exc))
+    return failed
 
 
 def _write(rows: list[dict], dropped: list[dict]) -> None:
@@ -99,6 +144,7 @@ class Recorder:
         self._backlog: dict[tuple, dict] = {}  # by session (KEY_FIELDS), oldest first
         self._backlog_dropped: list[dict] = []
         self.lost = 0
+        self._reported: set[tuple[str, str, str]] = set()  # errors other than outages, logged once
         self.failing = False  # the last write failed: new rows wait for the retry
         self._retry_delay = self.retry_first
         self._peak: tuple[str, int] | None = None  # (UTC day, count) known to be stored
@@ -163,18 +209,21 @@ class Recorder:
         await self._flush(rows, [])
 
     async def on_online(self, sender: object, event: events.OnlineCounted, **kwargs: object) -> None:
-        from presence.reports import record_online_peak
+        from presence.reports import day_of, record_online_peak
 
         at = to_datetime(event.at)
-        day = at.date().isoformat()
+        day = day_of(at).isoformat()
         if self._peak is not None and self._peak[0] == day and event.count <= self._peak[1]:
             return
         if self.failing:
             return  # the database is down; the next count after it is back records the peak
         try:
             await database_sync_to_async(record_online_peak)(event.count, at)
-        except Exception:
-            logger.warning("presence history: online peak not recorded", exc_info=True)
+        except Exception as exc:
+            if is_outage(exc):
+                logger.warning("presence history: online peak not recorded", exc_info=True)
+            else:
+                self._report_error("the online peak", exc)
             return
         self._peak = (day, event.count)
 
@@ -195,9 +244,8 @@ class Recorder:
             rows, self._backlog = list(self._backlog.values()), {}
             dropped, self._backlog_dropped = self._backlog_dropped, []
             try:
-                if rows or dropped:
-                    await database_sync_to_async(_write)(rows, dropped)
-            except Exception as exc:
+                failed = await database_sync_to_async(_write_each)(rows, dropped) if rows or dropped else []
+            except Exception as exc:  # an outage (``is_outage``): every row waits for the retry
                 # Rows that arrived meanwhile are newer: they go after these.
                 newer, newer_dropped = self._backlog.values(), self._backlog_dropped
                 self._backlog, self._backlog_dropped = {}, []
@@ -208,11 +256,28 @@ class Recorder:
                                type(exc).__name__, len(self._backlog), exc_info=not retrying)
                 self._schedule_retry()
                 return False
+            for row, exc in failed:
+                self.lost += "object_id" in row  # a session (not the deletion of a too-short one's row)
+                self._report_error("a reading session", exc)
             if self.failing:
-                logger.warning("presence history: database back, %d held-back sessions written", len(rows))
+                logger.warning("presence history: database back, %d held-back sessions written",
+                               len(rows) - len(failed))
                 self.failing = False
                 self._retry_delay = self.retry_first
             return True
+
+    def _report_error(self, what: str, exc: Exception) -> None:
+        """A write failed for a reason that retrying cannot cure: say so loudly, once per cause."""
+        cause = (what, type(exc).__qualname__, str(exc).partition("\n")[0][:200])
+        if cause in self._reported:
+            logger.debug("presence history: %s not written (%s, reported before)", what, type(exc).__name__)
+            return
+        self._reported.add(cause)
+        logger.error(
+            "presence history: %s could not be written: %s: %s. Not a database outage (a bug or a "
+            "misconfiguration, e.g. `migrate` not run): not retried; later failures of the same cause "
+            "are not logged again.", what, type(exc).__name__, exc, exc_info=exc,
+        )
 
     def _schedule_retry(self) -> None:
         if self._retry_task is None or self._retry_task.done():

@@ -24,6 +24,8 @@ CLOSE_SILENT = 4002
 CLOSE_TOO_MANY_READERS = 4029  # extension: `identify` to a reader its address has no room for
 
 REF_MAX_LENGTH = 32
+# Live ranking (extension, docs/protocol.md "Live ranking"): rooms one subscription may ask for.
+RANKING_MAX_LIMIT = 50
 # Control and format characters (spec), plus lone surrogates, which cannot be sent as UTF-8.
 DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
@@ -39,6 +41,7 @@ class Command:
     name: str | None = None
     session: str | None = None
     token: str | None = None
+    limit: int | None = None
 
 
 def clean_name(value: str) -> str | None:
@@ -123,6 +126,11 @@ def parse(text: str | None, *, binary: bool = False) -> Command:
         if not is_valid_session(session):
             raise BadMessage("'session' must be 8 to 64 characters of [A-Za-z0-9_-]", ref)
         return Command("identify", ref, session=session)
+    if kind == "ranking":
+        limit = frame.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= RANKING_MAX_LIMIT:
+            raise BadMessage(f"'limit' must be an integer from 1 to {RANKING_MAX_LIMIT}", ref)
+        return Command("ranking", ref, limit=limit)
     raise BadMessage("unknown message type", ref)
 
 
@@ -161,3 +169,8 @@ def room_state(state: RoomState, you: str | None = None) -> dict[str, Any]:
     if you is not None:
         frame["you"] = you
     return frame
+
+
+def ranking(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The live ranking (extension): ``[{"room", "count", "title", "url"}]``, most readers first."""
+    return {"type": "ranking", "rooms": entries}

@@ -92,12 +92,23 @@ def article_ranking(since: datetime, until: datetime, limit: int = 20) -> list[A
     return reports
 
 
+def day_of(at: datetime) -> date:
+    """The day of a datetime as the project keeps them: UTC's with ``USE_TZ``, else (naive
+    datetimes, in ``TIME_ZONE``) its own date."""
+    return at.astimezone(UTC).date() if timezone.is_aware(at) else at.date()
+
+
+def current_day() -> date:
+    """Today, as `day_of` counts days."""
+    return day_of(timezone.now())
+
+
 def daily_peaks(days: int = 30, today: date | None = None) -> list[OnlinePeak]:
     """Online peaks of the last ``days`` days (today included), newest first."""
     if days <= 0:
         return []
     if today is None:
-        today = timezone.now().astimezone(UTC).date()
+        today = current_day()
     first = today - timedelta(days=days - 1)
     return list(OnlinePeak.objects.filter(date__gte=first, date__lte=today).order_by("-date"))
 
@@ -107,13 +118,13 @@ def _raise_peak(day: date, count: int, at: datetime) -> bool:
 
 
 def record_online_peak(count: int, at: datetime) -> bool:
-    """Keep the day's (UTC) highest online count; True when this count raised it.
+    """Keep the day's (``day_of``) highest online count; True when this count raised it.
 
     Race-safe without locks: a conditional UPDATE, else create; a row created concurrently
     with a lower count is raised by a second conditional UPDATE.
     """
     assert count >= 0, "an online count is never negative"
-    day = at.astimezone(UTC).date()
+    day = day_of(at)
     if _raise_peak(day, count, at):
         return True
     _peak, created = OnlinePeak.objects.get_or_create(date=day, defaults={"count": count, "at": at})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -97,9 +98,20 @@ class ReadingSessionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StoredDateTimeField(serializers.DateTimeField):
+    """A query's date-time, comparable with the stored ones. With ``USE_TZ`` off those are
+    naive in ``TIME_ZONE``, so ``...Z`` or ``+08:00`` is converted there (DRF would take the
+    naive UTC time, hours off); a naive value is already in ``TIME_ZONE``."""
+
+    def enforce_timezone(self, value):
+        if not settings.USE_TZ and timezone.is_aware(value):
+            return timezone.make_naive(value, timezone.get_default_timezone())
+        return super().enforce_timezone(value)
+
+
 class PeriodQuerySerializer(serializers.Serializer):
-    since = serializers.DateTimeField(required=False, help_text="ISO 8601 date and time, inclusive.")
-    until = serializers.DateTimeField(required=False, help_text="ISO 8601 date and time, exclusive.")
+    since = StoredDateTimeField(required=False, help_text="ISO 8601 date and time, inclusive.")
+    until = StoredDateTimeField(required=False, help_text="ISO 8601 date and time, exclusive.")
 
     def validate(self, attrs: dict) -> dict:
         since, until = attrs.get("since"), attrs.get("until")
@@ -114,10 +126,8 @@ class HistoryQuerySerializer(PeriodQuerySerializer):
 
 
 class ArticleRankingQuerySerializer(PeriodQuerySerializer):
-    since = serializers.DateTimeField(
-        required=False, help_text="ISO 8601 date and time, inclusive; default 7 days ago."
-    )
-    until = serializers.DateTimeField(required=False, help_text="ISO 8601 date and time, exclusive; default now.")
+    since = StoredDateTimeField(required=False, help_text="ISO 8601 date and time, inclusive; default 7 days ago.")
+    until = StoredDateTimeField(required=False, help_text="ISO 8601 date and time, exclusive; default now.")
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20, help_text="How many articles (1 to 100).")
 
     def validate(self, attrs: dict) -> dict:

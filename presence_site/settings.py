@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from presence.layers import redis_channel_layers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -159,29 +161,9 @@ if REDIS_CLUSTER and not (REDIS_URL and CHANNEL_REDIS_URLS):
     )
 
 if CHANNEL_REDIS_URLS:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # channels_redis passes every key but "address" to redis-py's
-                # ConnectionPool.from_url(). redis-py 8 defaults socket_timeout to 5 s, the
-                # same as the layer's blocking BZPOPMIN in receive(), so idle consumers crash
-                # with TimeoutError every 5 s (django/channels_redis#422): None lets the read
-                # block. Its pool also caps at 100 connections, too few for one per
-                # blocking receive under load.
-                "hosts": [
-                    {"address": url, "socket_timeout": None, "max_connections": 1000} for url in CHANNEL_REDIS_URLS
-                ],
-                # The presence app re-adds its groups every few seconds, so a group whose
-                # process died should vanish in minutes, not after the default 24 hours.
-                "group_expiry": 300,
-                "prefix": "presence-layer",
-                # A hub's channel gets one message per room per tick from every other process;
-                # the default capacity of 100 would drop updates of busy sites.
-                "channel_capacity": {"presence-hub*": 10_000},
-            },
-        }
-    }
+    # socket_timeout=None for redis-py 8, a pool of 1000, group expiry 300 s and room for the
+    # hubs' messages: presence/layers.py says why.
+    CHANNEL_LAYERS = redis_channel_layers(CHANNEL_REDIS_URLS, prefix="presence-layer")
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -199,6 +181,9 @@ if REDIS_URL:
             "KEY_PREFIX": "presence-site",
         }
     }
+
+# Rooms are the blog's articles, by pk, as the public sees them: scheduled ones are refused.
+PRESENCE_ROOM_KINDS = {"article": {"model": "blog.Article", "queryset": "published"}}
 
 # The presence store shares the site's Redis; without it, the store is in-memory.
 PRESENCE_REDIS_URL = REDIS_URL

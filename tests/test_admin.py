@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import django
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -135,8 +136,9 @@ def test_changelist_columns_filters_and_search(request, history, as_viewer):
         ({"q": "ada"}, 1),  # user's username
         ({"q": "Plain"}, 2),  # title
         ({"q": "<script>"}, 3),
-        ({"_facets": "", "room": evil_room}, 3),  # counts shown next to each choice
     ]
+    if django.VERSION >= (5, 0):  # facets (counts shown next to each choice) are new in Django 5.0
+        cases.append(({"_facets": "", "room": evil_room}, 3))
     for params, expected in cases:
         count = changelist(client, **params).context["cl"].result_count
         if expected is not None:

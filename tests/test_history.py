@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.test import override_settings
 
-from presence import history, identity, rooms
+from presence import events, history, identity, rooms
 from presence.models import EndReason, OnlinePeak, ReadingSession
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -305,3 +305,103 @@ async def test_sessions_still_waiting_at_exit_are_logged_as_lost(ws, clock, arti
     history.recorder._report_unwritten()  # what atexit runs
     assert "process exiting with 1 reading sessions never written" in caplog.text
     history.recorder.reset()  # or this process's own exit would report it
+
+
+# -- errors that are not outages: reported once, never retried ---------------------------------
+
+
+class TableRenamed:
+    """The reading-session table gone, as when `migrate` was not run: a real database error on
+    SQLite (OperationalError, "no such table") and PostgreSQL (ProgrammingError) alike."""
+
+    def __init__(self):
+        self.table = ReadingSession._meta.db_table
+
+    def _rename(self, old: str, new: str) -> None:
+        from django.db import connection
+
+        with connection.schema_editor() as editor:
+            editor.alter_db_table(ReadingSession, old, new)
+
+    async def __aenter__(self):
+        await sync_to_async(self._rename)(self.table, self.table + "_away")
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await sync_to_async(self._rename)(self.table + "_away", self.table)
+
+
+async def test_an_error_that_is_no_outage_is_reported_once_and_never_retried(ws, clock, article, caplog):
+    room = f"article:{article.pk}"
+    async with TableRenamed():
+        for n in range(3):
+            client = await reader_in(ws, room, f"missingtable{n}")
+            clock.advance(20)
+            await client.disconnect()
+        errors = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "presence.history"]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        message = errors[0].getMessage()
+        assert "a reading session could not be written" in message and "not retried" in message
+        assert ReadingSession._meta.db_table in message  # the cause, as the database said it
+        assert errors[0].exc_info is not None  # with its traceback
+        assert "retrying" not in caplog.text and "held back" not in caplog.text
+        assert not history.recorder.failing and history.recorder.backlog == 0 and history.recorder.lost == 3
+        assert history.recorder._retry_task is None
+    # The table is back: the next session is written as usual.
+    client = await reader_in(ws, room, "tableisback1")
+    clock.advance(20)
+    await client.disconnect()
+    assert [row.reader_id for row in await sessions()] == [identity.reader_id("anon:tableisback1")]
+
+
+async def test_a_bad_session_in_a_batch_costs_only_itself(ws, clock, article, monkeypatch, caplog):
+    """A checkpoint writes every open session at once; one that fails for a reason other than an
+    outage must not take the others with it."""
+    room = f"article:{article.pk}"
+    real = history._write
+
+    def write(rows, dropped):
+        if any(row["reader_id"] == identity.reader_id("anon:badsession01") for row in rows):
+            raise ValueError("a session the database refuses")
+        real(rows, dropped)
+
+    monkeypatch.setattr(history, "_write", write)
+    readers = [await reader_in(ws, room, session) for session in ("badsession01", "goodsession1", "goodsession2")]
+    clock.advance(40)
+    await history.recorder.on_checkpoint(None, events.Checkpoint(
+        at=int(clock() * 1000), process="test-proc-a",
+        sessions=[events.OpenSession(room, f"anon:{s}", identity.reader_id(f"anon:{s}"), None,
+                                     int((clock() - 40) * 1000), None, None)
+                  for s in ("badsession01", "goodsession1", "goodsession2")],
+    ))
+    written = {row.reader_id for row in await sessions()}
+    assert written == {identity.reader_id("anon:goodsession1"), identity.reader_id("anon:goodsession2")}
+    assert history.recorder.lost == 1 and not history.recorder.failing
+    assert "ValueError: a session the database refuses" in caplog.text
+    for client in readers:
+        await client.disconnect()
+
+
+# -- USE_TZ = False: naive datetimes in TIME_ZONE ------------------------------------------------
+
+
+@override_settings(USE_TZ=False, TIME_ZONE="Asia/Shanghai")
+async def test_with_use_tz_off_sessions_and_peaks_are_naive_in_the_time_zone(ws, clock, article):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    room = f"article:{article.pk}"
+    start = clock()
+    client = await reader_in(ws, room, "naivetimes01")
+    clock.advance(30)
+    await client.disconnect()
+    (row,) = await sessions()
+    assert row.started_at == datetime.fromtimestamp(int(start * 1000) / 1000, shanghai).replace(tzinfo=None)
+    assert row.ended_at.tzinfo is None and row.duration_seconds == pytest.approx(30, abs=0.01)
+
+    # 01:30 in Shanghai is the evening before in UTC: the peak is the Shanghai day's.
+    early = datetime(2026, 11, 30, 1, 30, tzinfo=shanghai)
+    await history.recorder.on_online(None, events.OnlineCounted(count=4, at=int(early.timestamp() * 1000)))
+    peak = await sync_to_async(OnlinePeak.objects.get)()
+    assert (str(peak.date), peak.count, peak.at) == ("2026-11-30", 4, datetime(2026, 11, 30, 1, 30))

@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 from django import template
-from django.apps import apps
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import json_script
+from django.utils import translation
+from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language, gettext, ngettext
 
@@ -31,6 +31,7 @@ register = template.Library()
 PLURAL_SAMPLES = (0, 1, 2, 3, 5, 11, 21, 22, 25, 100, 101, 102)
 SCRIPT_FLAG = "_presence_script_rendered"
 CONTEXT_ROOM = "presence_room"
+CONTEXT_PREVIEW = "presence_preview"
 
 
 # Each phrase returns the translated template for a count ("%(count)s" not yet filled in).
@@ -46,6 +47,22 @@ def ranked_phrase(count: int) -> str:
     return ngettext("%(count)s reader", "%(count)s readers", count)
 
 
+PHRASES = (online_phrase, reading_phrase, ranked_phrase)
+
+
+def rendered_language() -> str:
+    """The language whose plural rules the widget's phrases follow: the active language when a
+    catalogue translates them (the app's, ``presence/locale``, or the project's), else English,
+    the language of the source text (an English fallback must never get another language's rules)."""
+    language = get_language()
+    if not language:
+        return "en"
+    translated = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    with translation.override(None):
+        source = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    return language if translated != source else "en"
+
+
 def counted(phrase, count: int) -> str:
     return phrase(count) % {"count": count}
 
@@ -58,26 +75,18 @@ def _samples(phrase) -> list[list[Any]]:
 
 
 def room_of(obj: object) -> str | None:
-    """The room name of an object (kind from ``PRESENCE_ROOM_KINDS`` whose model is the object's,
-    key its pk or the configured field), or of a string that already is a room name."""
+    """The canonical room of an object (or a room name) that the public may see, else None: a page
+    joins only a room the server accepts, and a draft an editor previews in the site joins none."""
     if obj is None or obj == "":
         return None
-    if isinstance(obj, str):
-        return obj if rooms.ROOM_RE.match(obj) else None
-    meta = getattr(obj, "_meta", None)
-    if meta is None:
+    room = obj if isinstance(obj, str) else rooms.room_for(obj)
+    if room is None:
         return None
-    for kind, config in app_settings.ROOM_KINDS.items():
-        label, field = (config, "pk") if isinstance(config, str) else (config["model"], config.get("field", "pk"))
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError):
-            continue
-        if isinstance(obj, model):
-            key = obj.pk if field == "pk" else getattr(obj, field, None)
-            room = f"{kind}:{key}"
-            return room if key is not None and rooms.ROOM_RE.match(room) else None
-    return None
+    try:
+        rooms.resolve_sync(room)
+    except (InvalidRoom, Unavailable):
+        return None
+    return room
 
 
 def display_name(user: object) -> str | None:
@@ -108,12 +117,19 @@ def _api_url(name: str, **kwargs: Any) -> str | None:
         return None
 
 
+def is_preview(context, request) -> bool:
+    """An editor's preview is no reader: Wagtail's preview views set ``request.is_preview``, any other
+    view may set the context variable ``presence_preview`` (docs/wagtail.md, "Previews")."""
+    return bool(context.get(CONTEXT_PREVIEW) or getattr(request, "is_preview", False))
+
+
 @register.simple_tag(takes_context=True)
 def presence_script(context, room: object = None) -> SafeString:
     """The client and its configuration, once per page (later calls render nothing).
 
     The page's room is ``room=`` (an object or a room name), else the context variable
-    ``presence_room``; with neither, the page counts online but joins no room.
+    ``presence_room``; with neither, the page counts online but joins no room. A preview renders
+    the stylesheet only: no client, no socket (``is_preview``).
     """
     request = context.get("request")
     # Once per page: the request marks it; without one, the page's outermost context does.
@@ -121,6 +137,8 @@ def presence_script(context, room: object = None) -> SafeString:
     if holder.get(SCRIPT_FLAG):
         return mark_safe("")
     holder[SCRIPT_FLAG] = True
+    if is_preview(context, request):
+        return format_html('<link rel="stylesheet" href="{}">', static("presence/presence.css"))
     room_name = room_of(room if room is not None else context.get(CONTEXT_ROOM))
     user = context.get("user") or getattr(request, "user", None)
     signed_in = bool(getattr(user, "is_authenticated", False))
@@ -140,7 +158,7 @@ def presence_script(context, room: object = None) -> SafeString:
         "token": identity.make_token(user, session) if signed_in and getattr(session, "session_key", None) else None,
         "name": display_name(user) if signed_in else None,
         "room": room_name,
-        "lang": get_language() or "en",
+        "lang": rendered_language(),
         "text": {
             "online": _samples(online_phrase),
             "reading": _samples(reading_phrase),
@@ -151,6 +169,9 @@ def presence_script(context, room: object = None) -> SafeString:
             "here": gettext("here for %(time)s"),
             "bucket": gettext("%(count)s readers between %(from)s%% and %(to)s%%"),
             "nobody": gettext("Nobody is reading right now."),
+            "seconds": gettext("%(seconds)s s"),
+            "minutes": gettext("%(minutes)s min"),
+            "hours": gettext("%(hours)s h %(minutes)s min"),
         },
     }
     return render_to_string(

@@ -1,0 +1,404 @@
+"""Fixtures shared by the host projects (tests/hosts/<host>/): their database, their server
+processes, Redis, Chromium and axe-core, and a guard that ``presence`` is the installed wheel.
+
+A host test runs in its host's settings (``--ds=host<host>.settings``) on pytest-django's test
+database. Server processes (``host_server``) are Daphnes of the hosts venv serving the host's
+``asgi.py`` on that same database, so what a test sees through Django's client and what a
+browser sees through a server are one site. That database is a file for SQLite (a server
+process cannot share an in-memory one) and ``test_<name>`` for PostgreSQL (``DATABASE_URL``).
+Articles and other fixtures of a host load once per session; tests that need writes from
+servers to be visible use ``live_db`` (autocommit, never rolled back) instead of ``db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+HOSTS = Path(__file__).resolve().parent
+REPOSITORY = HOSTS.parent.parent
+CI = os.environ.get("CI", "").lower() == "true"
+# Set to run the hosts on a source checkout on PYTHONPATH (quicker while editing presence/);
+# `make test-hosts` and CI never set it, so there the wheel is what runs.
+FROM_SOURCE = os.environ.get("PRESENCE_FROM_SOURCE") == "1"
+
+CHROMIUM = os.environ.get("PRESENCE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+AXE = HOSTS / "node_modules" / "axe-core" / "axe.min.js"
+ORIGIN = "http://localhost"
+
+
+def _missing(message: str):
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# -- the guard: the app under test is the installed wheel -----------------------------------------
+
+
+def _installed_presence() -> Path:
+    import presence
+
+    return Path(presence.__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    where = _installed_presence()
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    if not where.is_relative_to(site_packages) and not FROM_SOURCE:
+        raise pytest.UsageError(
+            f"`presence` was imported from {where}, not from {site_packages}: the host tests run the "
+            "installed wheel. Run them with `make test-hosts` (or from tests/hosts/ with "
+            "../../.venv-hosts/bin/python -P -m pytest <host> --ds=host<host>.settings)."
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import django
+
+    lines = [f"hosts: presence from {_installed_presence()}, Django {django.get_version()}"]
+    if FROM_SOURCE:
+        lines.append("hosts: PRESENCE_FROM_SOURCE=1: running a source checkout, not the wheel")
+    return lines
+
+
+# -- the host a test belongs to, and its database --------------------------------------------------
+
+
+def host_of(path: Path) -> str:
+    """The host folder (``blog``, ``wagtail``) a test file lives in."""
+    return Path(path).resolve().relative_to(HOSTS).parts[0]
+
+
+@pytest.fixture
+def host(request) -> str:
+    return host_of(request.path)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory) -> None:
+    """An SQLite test database in a file, so that server processes open the same database."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("host-db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker, request):
+    """The test database, migrated, with the fixtures of every host folder collected
+    (``<host>/*/fixtures/*.json``, loaded in name order) committed once for the session."""
+    from django.core.management import call_command
+
+    fixtures = sorted(
+        {path.stem for item in request.session.items for path in HOSTS.glob(f"{host_of(item.path)}/*/fixtures/*.json")}
+    )
+    with django_db_blocker.unblock():
+        if fixtures:
+            call_command("loaddata", *fixtures, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def database_url(django_db_setup, django_db_blocker) -> str:
+    """A ``DATABASE_URL`` of the test database, for server processes of the host."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    if database["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{database['NAME']}"
+    if database["ENGINE"].endswith("postgresql"):
+        credentials = quote(database["USER"] or "")
+        if database.get("PASSWORD"):
+            credentials += ":" + quote(database["PASSWORD"])
+        port = f":{database['PORT']}" if database.get("PORT") else ""
+        return f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}{port}/{database['NAME']}"
+    raise RuntimeError(f"no URL for a {database['ENGINE']} test database")
+
+
+@pytest.fixture
+def live_db(django_db_setup, django_db_blocker):
+    """The test database in autocommit: rows that server processes write are visible at once.
+    Nothing is rolled back: tests using it make rows of their own (unique names)."""
+    with django_db_blocker.unblock():
+        yield
+
+
+# -- server processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HostServer:
+    """``daphne host<host>.asgi:application`` of the hosts venv, on a free loopback port, with the
+    host's folder as working directory and ``PYTHONPATH`` (so ``presence`` is the installed one).
+
+    DEBUG is on (the README's ``asgi.py`` then serves static files); ``env`` adds or overrides
+    variables (``REDIS_URL``, ``REDIS_PREFIX``). A context manager: leaving it terminates the
+    process, then kills it if it lingers; its output is in ``output`` (shown when it fails to start).
+    """
+
+    def __init__(self, host: str, database_url: str, env: dict[str, str] | None = None, name: str | None = None):
+        self.host = host
+        self.name = name or f"{host}-daphne"
+        self.folder = HOSTS / host
+        self.env = dict(os.environ)
+        self.env.pop("PYTHONPATH", None)
+        pythonpath = [str(self.folder)] + ([str(REPOSITORY)] if FROM_SOURCE else [])
+        self.env.update(
+            DJANGO_SETTINGS_MODULE=f"host{host}.settings",
+            PYTHONPATH=os.pathsep.join(pythonpath),
+            PYTHONUNBUFFERED="1",
+            DEBUG="1",
+            DATABASE_URL=database_url,
+        )
+        self.env.update(env or {})
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix=f"presence-{self.name}-", suffix=".log", delete=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/presence/"
+
+    @property
+    def output(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def start(self, timeout: float = 30.0) -> HostServer:
+        daphne = Path(sys.executable).parent / "daphne"
+        for _attempt in range(3):  # a free port may be taken between probing and binding it
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), f"host{self.host}.asgi:application"],
+                cwd=self.folder,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            # Daphne's own log line, not a probe of the port (a probe confuses its SIGTERM handler).
+            ready = f"Listening on TCP address 127.0.0.1:{self.port}"
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None and ready not in self.output:
+                time.sleep(0.05)
+            if ready in self.output:
+                return self
+            if "Address already in use" not in self.output:
+                break
+        output = self.output
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start; its output:\n{output}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
+
+    def __enter__(self) -> HostServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+@pytest.fixture
+def host_server(host, database_url):
+    """``host_server(**env)``: a started ``HostServer`` of the test's host; all stop after the test."""
+    servers: list[HostServer] = []
+
+    def start(name: str | None = None, **env: str) -> HostServer:
+        server = HostServer(host, database_url, env, name=name)
+        servers.append(server)
+        return server.__enter__()
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+
+
+def _answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """``REDIS_URL`` if set, else the machine's Redis on 127.0.0.1:6379."""
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if not _answers(url):
+        _missing(f"no Redis at {url}: set REDIS_URL or start redis-server")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A key prefix of this test's own (``REDIS_PREFIX`` of a host); its keys go afterwards
+    (never FLUSHDB: the Redis may be shared)."""
+    import redis
+
+    prefix = f"presence-host-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# -- WebSocket clients -----------------------------------------------------------------------------
+
+
+class Reader:
+    """A protocol client over a real WebSocket (``websockets``): the frames it got, in order."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.frames: list[dict] = []
+
+    async def send(self, **frame) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict:  # noqa: ASYNC109 (a test helper's deadline)
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def wait_for(self, predicate, timeout: float = 10.0) -> dict:  # noqa: ASYNC109
+        """The first frame (read from now on) for which ``predicate(frame)`` holds."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = await self.recv(left)
+            except TimeoutError:
+                break
+            if predicate(frame):
+                return frame
+            seen.append(frame)
+        raise AssertionError(f"no matching frame within {timeout} s; saw {seen}")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+
+
+@pytest.fixture
+async def reader():
+    """``await reader(url, session=...)``: a connected ``Reader`` whose first frame (``hello``)
+    is in ``frames``; all are closed after the test."""
+    import websockets
+
+    opened: list[Reader] = []
+
+    async def connect(url: str, session: str | None = None, origin: str = ORIGIN, **kwargs) -> Reader:
+        target = url + (f"?session={session}" if session else "")
+        client = Reader(await websockets.connect(target, origin=origin, open_timeout=10, **kwargs))
+        opened.append(client)
+        hello = await client.recv(10)
+        assert hello["type"] == "hello", hello
+        return client
+
+    yield connect
+    for client in opened:
+        await client.close()
+
+
+# -- Chromium and axe-core -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Debian Chromium through Playwright's Python package (never Playwright's own
+    browser downloads), for one test module: while Playwright's sync API runs, its event loop
+    counts as running in this thread, and async tests after it would fail."""
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        _missing(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (docs/development.md)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed: `make test-hosts` installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def axe():
+    """``axe(page, selector=None) -> violations``: axe-core's WCAG 2.x A/AA rules over the page
+    (or one element of it); axe-core comes from tests/hosts/package-lock.json (`make test-hosts`)."""
+    if not AXE.exists():
+        _missing(f"no axe-core at {AXE}: `npm ci --prefix tests/hosts` (make test-hosts does it)")
+
+    def run(page, selector: str | None = None) -> list[dict]:
+        page.add_script_tag(path=str(AXE))
+        return page.evaluate(
+            """async (selector) => {
+                const result = await axe.run(selector ? document.querySelector(selector) : document, {
+                    runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+                });
+                return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                    nodes: v.nodes.map(n => n.target.join(" "))}));
+            }""",
+            selector,
+        )
+
+    return run
