@@ -351,7 +351,7 @@ async def test_an_error_that_is_no_outage_is_reported_once_and_never_retried(ws,
     client = await reader_in(ws, room, "tableisback1")
     clock.advance(20)
     await client.disconnect()
-    assert [row.reader_id for row in await sessions()] == [identity.reader_id("anon:tableisback1")]
+    assert [row.reader_id for row in await sessions()] == [identity.reader_id("anon:tableisback1", room)]
 
 
 async def test_a_bad_session_in_a_batch_costs_only_itself(ws, clock, article, monkeypatch, caplog):
