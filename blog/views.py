@@ -1,4 +1,3 @@
-from django.utils import timezone
 from django.views.generic import DetailView, ListView
 
 from blog.models import Article
@@ -8,7 +7,7 @@ class PublishedMixin:
     """Articles scheduled for later stay hidden until their publication time."""
 
     def get_queryset(self):
-        return Article.objects.filter(published_at__lte=timezone.now())
+        return Article.published.all()
 
 
 class ArticleListView(PublishedMixin, ListView):

@@ -4,7 +4,8 @@
 DEBUG on too, since each breaks something while developing already: a Redis channel layer
 without the Redis presence store (W003), redis-py 8's socket timeout in the channel layer
 (W004), no ``request`` context processor (W005), no WebSocket route to the app (W006), the
-API not included (W007) or shadowed by another pattern (E001). Each has a one-line fix.
+API not included (W007) or shadowed by another pattern (E001), and wrong ``PRESENCE_ROOM_KINDS``
+entries (E101-E109, W101: ``rooms.check``). Each has a one-line fix.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import inspect
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from presence import rooms
 from presence.conf import app_settings
 from presence.store import backend_path
 
@@ -52,6 +54,16 @@ def check_production_backends(app_configs=None, **kwargs) -> list[Warning]:
             )
         )
     return found
+
+
+@register()
+def check_room_kinds(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """Every ``PRESENCE_ROOM_KINDS`` entry names a model, a field, a queryset and a URL that exist
+    (presence/rooms.py); with DEBUG on too, since a wrong entry refuses every room of its kind."""
+    return [
+        (Warning if problem.is_warning else Error)(problem.message, hint=problem.hint, id=problem.id)
+        for problem in rooms.check(app_settings.ROOM_KINDS)
+    ]
 
 
 @register()

@@ -13,15 +13,20 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
-    # Rooms: kind -> "app_label.Model" (looked up by pk) or {"model": ..., "field": ...}.
-    "ROOM_KINDS": {"article": "blog.Article"},
-    # How long a resolved (or refused) room name is cached in each process, and how many.
+    # Rooms: kind -> "app_label.Model" (by pk, default manager) or {"model", "field", "queryset", "url"}
+    # (presence/rooms.py; checked by presence/checks.py). None by default: a site names its own.
+    "ROOM_KINDS": {},
+    # How long a resolved room name is cached in each process, and how many names (found or refused).
     "ROOM_CACHE_SECONDS": 300,
     "ROOM_CACHE_SIZE": 10_000,
+    # How long a refused room name is cached: an object created or published elsewhere is seen after this.
+    "ROOM_REFUSAL_SECONDS": 5,
     # Seconds between coalesced `room` frames (and the hub's flush to the store).
     "TICK": 1.0,
     # Seconds between `online` frames to one connection (protocol: at most one per second).
     "ONLINE_INTERVAL": 1.0,
+    # Seconds between `ranking` frames to a subscribed connection, only when its ranking changed.
+    "RANKING_INTERVAL": 1.0,
     # Seconds between client pings; a connection silent for HEARTBEAT * SILENCE_FACTOR is dropped.
     "HEARTBEAT": 20,
     "SILENCE_FACTOR": 2.5,

@@ -106,6 +106,8 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self.hub.leave(self.conn, command.room)
         elif command.type == "progress":
             self.hub.progress(self.conn, command.room, command.position, command.name)
+        elif command.type == "ranking":
+            await self._reply(protocol.ranking(await self.hub.subscribe_ranking(self.conn, command.limit)))
         elif command.type == "identify":
             if command.token is not None:
                 who = identity.identity_from_token(command.token)

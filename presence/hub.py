@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 
 from presence import events, identity, protocol, rooms
 from presence.conf import app_settings
-from presence.errors import NotJoined, TooManyRooms, Unavailable
+from presence.errors import InvalidRoom, NotJoined, TooManyRooms, Unavailable
 from presence.ratelimit import FrameLimiter
 from presence.store import Reader, RoomState, Store, get_store, process_id
 
@@ -36,6 +36,10 @@ BATCH = "presence.batch"
 # processes' batches of the same tick have arrived, so a change reaches readers on every
 # process within one tick, not two.
 FAN_OUT_DELAY = 0.1
+
+# The live ranking asks the store for this many rooms more than the largest subscription wants:
+# rooms that no longer resolve (drafts, deleted objects) are left out, and the rest still fill it.
+RANKING_SLACK = 10
 
 
 def ms(seconds: float) -> int:
@@ -123,6 +127,9 @@ class Hub:
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
         self.per_address: dict[str, int] = {}  # address_key -> open connections
+        # Live ranking subscriptions (docs/protocol.md, "Live ranking"): connection -> (limit, last sent).
+        self.ranked: dict[Connection, tuple[int, list[dict]]] = {}
+        self._next_ranking = 0.0
 
     def now_ms(self) -> int:
         return ms(self.clock())
@@ -259,6 +266,7 @@ class Hub:
         if not conn.gone:
             conn.gone = True
             self.connections.discard(conn)
+            self.ranked.pop(conn, None)
             conn.leaving = asyncio.ensure_future(self._unregister_now(conn, reason, at_ms))
             self._leaving.add(conn.leaving)
             conn.leaving.add_done_callback(self._leaving.discard)
@@ -422,6 +430,12 @@ class Hub:
                     await step()
                 except Exception:
                     logger.exception("presence hub: %s failed", step.__name__)
+            if self.ranked and now >= self._next_ranking:
+                self._next_ranking = now + app_settings.RANKING_INTERVAL
+                try:
+                    await self._send_ranking()
+                except Exception:
+                    logger.warning("presence hub: live ranking unavailable", exc_info=True)
             if now >= self._next_online:
                 self._next_online = now + app_settings.ONLINE_INTERVAL
                 try:
@@ -559,6 +573,44 @@ class Hub:
         for conn in stale:
             conn.online_sent = value
         await self._fan_out(stale, text)
+
+    # -- live ranking (protocol extension) ----------------------------------------------
+    async def subscribe_ranking(self, conn: Connection, limit: int) -> list[dict]:
+        """Send this connection the ranking's top ``limit`` rooms now and whenever they change
+        (a second subscription replaces the first). Returns the ranking as of now, which
+        includes every join this connection made before."""
+        entries = await self._ranking(limit, quiet=False)
+        if not conn.gone:
+            self.ranked[conn] = (limit, entries)
+        return entries
+
+    async def _ranking(self, limit: int, quiet: bool = True) -> list[dict]:
+        """Rooms with readers, most first, that still resolve: one store call, resolutions cached
+        (``rooms.resolve``). A room whose object became unresolvable is left out."""
+        call = self.store.ranking(limit + RANKING_SLACK)
+        entries = []
+        for room, count in await (call if quiet else self._store(call)):
+            try:
+                info = await rooms.resolve(room)
+            except (InvalidRoom, Unavailable):
+                continue
+            entries.append({"room": room, "count": count, "title": info.title, "url": info.url})
+            if len(entries) == limit:
+                break
+        return entries
+
+    async def _send_ranking(self) -> None:
+        """One ranking for every subscriber (whatever their number), each sent its top rooms
+        only when they differ from what it was sent last."""
+        entries = await self._ranking(max(limit for limit, _ in self.ranked.values()))
+        changed: dict[int, list[Connection]] = {}
+        for conn, (limit, last) in list(self.ranked.items()):
+            mine = entries[:limit]
+            if mine != last and not conn.gone:
+                self.ranked[conn] = (limit, mine)
+                changed.setdefault(limit, []).append(conn)
+        for limit, connections in changed.items():
+            await self._fan_out(connections, protocol.dumps(protocol.ranking(entries[:limit])))
 
     async def _drop_silent(self) -> None:
         deadline = self.clock() - app_settings.HEARTBEAT * app_settings.SILENCE_FACTOR

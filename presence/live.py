@@ -49,17 +49,26 @@ def _detail(state: RoomState) -> dict[str, Any]:
     }
 
 
+def _fetched(limit: int) -> int:
+    """How many ranked rooms to read for ``limit`` entries: a room whose object was deleted or
+    unpublished since its readers joined is left out (its title and URL never shown), and the
+    next ones fill its place."""
+    return limit + max(limit, 10)
+
+
 async def alive_ranking(limit: int = 10) -> list[dict[str, Any]]:
     """Rooms with readers, most first, with their titles and URLs: one store call.
 
-    A room whose object was deleted since its readers joined is left out.
+    Only rooms that resolve now are listed (``presence.rooms``: what the public may see).
     """
     if limit <= 0:
         return []
     entries = []
-    for room, count in await _store(get_store().ranking(limit)):
+    for room, count in await _store(get_store().ranking(_fetched(limit))):
         with contextlib.suppress(InvalidRoom):
             entries.append(_entry(room, count, await rooms.resolve(room)))
+            if len(entries) == limit:
+                break
     return entries
 
 
@@ -87,9 +96,11 @@ def live_ranking(limit: int = 10) -> list[dict[str, Any]]:
     if limit <= 0:
         return []
     entries = []
-    for room, count in _sync_store(get_store().ranking, limit):
+    for room, count in _sync_store(get_store().ranking, _fetched(limit)):
         with contextlib.suppress(InvalidRoom):
             entries.append(_entry(room, count, rooms.resolve_sync(room)))
+            if len(entries) == limit:
+                break
     return entries
 
 

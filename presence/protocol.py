@@ -23,6 +23,8 @@ CLOSE_FLOOD = 4008
 CLOSE_SILENT = 4002
 
 REF_MAX_LENGTH = 32
+# Live ranking (extension, docs/protocol.md "Live ranking"): rooms one subscription may ask for.
+RANKING_MAX_LIMIT = 50
 # Control and format characters (spec), plus lone surrogates, which cannot be sent as UTF-8.
 DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
@@ -38,6 +40,7 @@ class Command:
     name: str | None = None
     session: str | None = None
     token: str | None = None
+    limit: int | None = None
 
 
 def clean_name(value: str) -> str | None:
@@ -121,6 +124,11 @@ def parse(text: str | None, *, binary: bool = False) -> Command:
         if not is_valid_session(session):
             raise BadMessage("'session' must be 8 to 64 characters of [A-Za-z0-9_-]", ref)
         return Command("identify", ref, session=session)
+    if kind == "ranking":
+        limit = frame.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= RANKING_MAX_LIMIT:
+            raise BadMessage(f"'limit' must be an integer from 1 to {RANKING_MAX_LIMIT}", ref)
+        return Command("ranking", ref, limit=limit)
     raise BadMessage("unknown message type", ref)
 
 
@@ -155,3 +163,8 @@ def room_state(state: RoomState) -> dict[str, Any]:
         "readers": [r.as_dict() for r in state.readers],
         "histogram": state.histogram,
     }
+
+
+def ranking(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The live ranking (extension): ``[{"room", "count", "title", "url"}]``, most readers first."""
+    return {"type": "ranking", "rooms": entries}

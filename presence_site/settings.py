@@ -182,6 +182,9 @@ if REDIS_URL:
         }
     }
 
+# Rooms are the blog's articles, by pk, as the public sees them: scheduled ones are refused.
+PRESENCE_ROOM_KINDS = {"article": {"model": "blog.Article", "queryset": "published"}}
+
 # The presence store shares the site's Redis; without it, the store is in-memory.
 PRESENCE_REDIS_URL = REDIS_URL
 PRESENCE_REDIS_CLUSTER = REDIS_CLUSTER

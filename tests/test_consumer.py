@@ -308,6 +308,156 @@ async def test_too_many_rooms(ws, articles):
     assert (await client.receive_json_from())["type"] == "room_state"  # leaving freed the slot
 
 
+# -- live ranking (extension) -----------------------------------------------------------
+
+
+async def rankings(client) -> list[list[dict]]:
+    """The `ranking` frames this client was sent so far (other frames dropped)."""
+    seen = []
+    while not await client.receive_nothing(timeout=0.05):
+        frame = await client.receive_json_from()
+        if frame["type"] == "ranking":
+            seen.append(frame["rooms"])
+    return seen
+
+
+def entry(article, count: int) -> dict:
+    return {"room": f"article:{article.pk}", "count": count, "title": article.title, "url": article.get_absolute_url()}
+
+
+async def test_ranking_answers_at_once_and_includes_your_own_join(ws, articles):
+    other = await ws(session="rankotherAAA")
+    await other.receive_json_from()
+    await other.send_json_to({"type": "join", "room": f"article:{articles[1].pk}"})
+    await other.receive_json_from()
+    client = await ws(session="rankclientAA")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "join", "room": f"article:{articles[0].pk}"})
+    await client.receive_json_from()
+    await client.send_json_to({"type": "ranking", "limit": 5})
+    frame = await client.receive_json_from()
+    assert frame["type"] == "ranking"
+    assert sorted(frame["rooms"], key=lambda e: e["room"]) == sorted(
+        [entry(articles[0], 1), entry(articles[1], 1)], key=lambda e: e["room"]
+    )
+
+
+async def test_ranking_frames_only_on_change_and_at_most_once_a_second(ws, articles, hub, clock):
+    watcher = await ws(session="rankwatcher1")
+    await watcher.receive_json_from()
+    await watcher.send_json_to({"type": "ranking", "limit": 5})
+    assert (await watcher.receive_json_from()) == {"type": "ranking", "rooms": []}
+    reader = await ws(session="rankreaderA1")
+    await reader.receive_json_from()
+    await reader.send_json_to({"type": "join", "room": f"article:{articles[0].pk}"})
+    await reader.receive_json_from()
+    await hub.tick()
+    assert await rankings(watcher) == [[entry(articles[0], 1)]]
+    await hub.tick()
+    clock.advance(1.0)
+    await hub.tick()
+    assert await rankings(watcher) == []  # nothing changed: no frame
+    second = await ws(session="rankreaderB1")
+    await second.receive_json_from()
+    await second.send_json_to({"type": "join", "room": f"article:{articles[0].pk}"})
+    await second.receive_json_from()
+    clock.advance(0.5)
+    await hub.tick()
+    assert await rankings(watcher) == []  # half a second after the last one: not yet
+    clock.advance(0.5)
+    await hub.tick()
+    assert await rankings(watcher) == [[entry(articles[0], 2)]]
+    await second.send_json_to({"type": "leave", "room": f"article:{articles[0].pk}"})
+    await settle(second)
+    clock.advance(1.0)
+    await hub.tick()
+    assert await rankings(watcher) == [[entry(articles[0], 1)]]
+
+
+async def test_one_store_call_per_tick_whatever_the_number_of_subscribers(ws, articles, hub, clock):
+    watchers = []
+    for n in range(6):
+        client = await ws(session=f"rankmany{n:04d}")
+        await client.receive_json_from()
+        await client.send_json_to({"type": "ranking", "limit": 1 + n % 3})
+        await client.receive_json_from()
+        watchers.append(client)
+    reader = await ws(session="rankreaderC1")
+    await reader.receive_json_from()
+    for a in articles[:2]:
+        await reader.send_json_to({"type": "join", "room": f"article:{a.pk}"})
+        await reader.receive_json_from()
+    clock.advance(1.0)
+    with (
+        mock.patch.object(hub.store, "ranking", wraps=hub.store.ranking) as calls,
+        mock.patch.object(rooms, "_lookup_async", wraps=rooms._lookup_async) as lookups,
+    ):
+        await hub.tick()
+    assert calls.call_count == 1
+    assert lookups.call_count == 0  # the joins resolved both rooms: cached
+    for n, client in enumerate(watchers):
+        [ranked] = await rankings(client)
+        assert len(ranked) == min(2, 1 + n % 3)
+
+
+async def test_a_change_below_your_limit_sends_you_nothing(ws, articles, hub, clock):
+    top, full = await ws(session="ranktopone01"), await ws(session="rankfullfive")
+    a, b = await ws(session="rankreaderD1"), await ws(session="rankreaderD2")
+    for client in (top, full, a, b):
+        await client.receive_json_from()
+    for client, article in ((a, articles[0]), (b, articles[0])):
+        await client.send_json_to({"type": "join", "room": f"article:{article.pk}"})
+        await client.receive_json_from()
+    await top.send_json_to({"type": "ranking", "limit": 1})
+    await full.send_json_to({"type": "ranking", "limit": 5})
+    await top.receive_json_from()
+    await full.receive_json_from()
+    await b.send_json_to({"type": "join", "room": f"article:{articles[1].pk}"})
+    await b.receive_json_from()
+    clock.advance(1.0)
+    await hub.tick()
+    assert await rankings(full) == [[entry(articles[0], 2), entry(articles[1], 1)]]
+    assert await rankings(top) == []
+
+
+async def test_rooms_that_no_longer_resolve_are_left_out(ws, articles, hub):
+    from asgiref.sync import sync_to_async
+
+    client = await ws(session="rankgoneAAAA")
+    await client.receive_json_from()
+    for a in articles[:2]:
+        await client.send_json_to({"type": "join", "room": f"article:{a.pk}"})
+        await client.receive_json_from()
+    await sync_to_async(articles[1].delete)()
+    rooms.cache_clear()
+    await client.send_json_to({"type": "ranking", "limit": 1})
+    assert (await client.receive_json_from())["rooms"] == [entry(articles[0], 1)]
+
+
+@pytest.mark.parametrize("frame", [
+    {"type": "ranking"}, {"type": "ranking", "limit": 0}, {"type": "ranking", "limit": 51},
+    {"type": "ranking", "limit": -1}, {"type": "ranking", "limit": "5"}, {"type": "ranking", "limit": 5.0},
+    {"type": "ranking", "limit": True}, {"type": "ranking", "limit": None},
+])
+async def test_bad_ranking_limits_are_bad_messages(ws, hub, frame):
+    client = await ws(session="rankbadlimit")
+    await client.receive_json_from()
+    await client.send_json_to({**frame, "ref": "r1"})
+    reply = await client.receive_json_from()
+    assert (reply["type"], reply["code"], reply["ref"]) == ("error", "bad_message", "r1")
+    assert hub.ranked == {}
+
+
+async def test_a_closed_connection_is_no_longer_subscribed(ws, hub):
+    client = await ws(session="rankclosedAA")
+    await client.receive_json_from()
+    await client.send_json_to({"type": "ranking", "limit": 3})
+    await client.receive_json_from()
+    assert len(hub.ranked) == 1
+    await client.disconnect()
+    assert hub.ranked == {}
+
+
 # -- progress, coalescing, histogram ----------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.template import Context, Template
 from django.test import RequestFactory, override_settings
+from django.utils import translation
 
 import presence.store
 from presence import identity
@@ -98,7 +99,8 @@ def test_readers_of_an_object(store, articles):
 def test_room_resolved_from_the_configured_field(articles):
     article = articles[0]
     assert room_of(article) == f"article:{article.pk}"
-    assert room_of("article:7") == "article:7"
+    assert room_of(f"article:{article.pk}") == f"article:{article.pk}"
+    assert room_of(f"article:0{article.pk}") is None  # only a room the server accepts (tests/test_rooms.py)
     assert room_of("not a room") is None
     assert room_of(object()) is None
     with override_settings(PRESENCE_ROOM_KINDS={"post": {"model": "blog.Article", "field": "slug"}}):
@@ -111,7 +113,7 @@ def test_ranking_escapes_titles_and_links(store, articles):
     html = render("{% presence_ranking limit=3 %}")
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; friends" in html
-    assert f'<a href="{articles[1].get_absolute_url()}">' in html
+    assert f'<a class="presence-ranking-link" href="{articles[1].get_absolute_url()}">' in html
     assert html.index("friends") < html.index("Plain title")
     assert "2 readers" in html and "1 reader<" in html
     assert 'data-limit="3"' in html
@@ -179,3 +181,45 @@ def test_demo_pages_render_the_widgets(client, store, articles):
     assert "live.js" not in page
     home = client.get("/").content.decode()
     assert "data-presence-ranking" in home
+
+
+def config_of(html: str) -> dict:
+    return json.loads(re.search(r'id="presence-config" type="application/json">(.*?)</script>', html, re.S)[1])
+
+
+@pytest.mark.parametrize(("language", "rendered", "one", "many"), [
+    ("zh-hans", "zh-hans", "1 人正在阅读", "3 人正在阅读"),
+    ("de", "de", "1 Person liest gerade", "3 Personen lesen gerade"),
+    ("fr", "fr", "1 personne lit en ce moment", "3 personnes lisent en ce moment"),
+    # No catalogue of the app for Japanese: English text, so English plural rules for the client.
+    ("ja", "en", "1 person reading now", "3 people reading now"),
+    ("en", "en", "1 person reading now", "3 people reading now"),
+])
+def test_the_client_gets_the_language_the_server_rendered(store, articles, language, rendered, one, many):
+    article = articles[0]
+    room = f"article:{article.pk}"
+    with translation.override(language):
+        readers(store, room, 1)
+        assert text_of(render("{% presence_readers article %}", article=article), "data-presence-readers") == one
+        readers(store, room, 3)
+        assert text_of(render("{% presence_readers article %}", article=article), "data-presence-readers") == many
+        config = config_of(render("{% presence_script room=article %}", article=article))
+    assert config["lang"] == rendered
+    texts = [text for _, text in config["text"]["reading"]]
+    assert one in [text % {"count": 1} for text in texts] and many in [text % {"count": 3} for text in texts]
+
+
+def test_widget_and_admin_texts_are_translated_to_chinese(store, articles):
+    from django.contrib.auth.models import AnonymousUser
+    from django.utils.translation import gettext
+
+    with translation.override("zh-hans"):
+        config = config_of(render("{% presence_script %}"))
+        timeline = render("{% presence_timeline article %}", article=articles[0], user=AnonymousUser())
+        ranking = render("{% presence_ranking %}")
+        admin_title = gettext("Reading ranking")
+    assert config["text"]["anonymous"] == "匿名读者"
+    assert config["text"]["minutes"] == "%(minutes)s 分钟"
+    assert "向其他读者显示的名字" in timeline and 'placeholder="匿名读者"' in timeline
+    assert "正在热读" in ranking and "现在没有人在阅读。" in ranking
+    assert admin_title == "阅读排行"

@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 from django import template
-from django.apps import apps
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils import translation
 from django.utils.html import json_script
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language, gettext, ngettext
@@ -46,6 +46,22 @@ def ranked_phrase(count: int) -> str:
     return ngettext("%(count)s reader", "%(count)s readers", count)
 
 
+PHRASES = (online_phrase, reading_phrase, ranked_phrase)
+
+
+def rendered_language() -> str:
+    """The language whose plural rules the widget's phrases follow: the active language when a
+    catalogue translates them (the app's, ``presence/locale``, or the project's), else English,
+    the language of the source text (an English fallback must never get another language's rules)."""
+    language = get_language()
+    if not language:
+        return "en"
+    translated = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    with translation.override(None):
+        source = [phrase(n) for phrase in PHRASES for n in (1, 2)]
+    return language if translated != source else "en"
+
+
 def counted(phrase, count: int) -> str:
     return phrase(count) % {"count": count}
 
@@ -58,26 +74,18 @@ def _samples(phrase) -> list[list[Any]]:
 
 
 def room_of(obj: object) -> str | None:
-    """The room name of an object (kind from ``PRESENCE_ROOM_KINDS`` whose model is the object's,
-    key its pk or the configured field), or of a string that already is a room name."""
+    """The canonical room of an object (or a room name) that the public may see, else None: a page
+    joins only a room the server accepts, and a draft an editor previews in the site joins none."""
     if obj is None or obj == "":
         return None
-    if isinstance(obj, str):
-        return obj if rooms.ROOM_RE.match(obj) else None
-    meta = getattr(obj, "_meta", None)
-    if meta is None:
+    room = obj if isinstance(obj, str) else rooms.room_for(obj)
+    if room is None:
         return None
-    for kind, config in app_settings.ROOM_KINDS.items():
-        label, field = (config, "pk") if isinstance(config, str) else (config["model"], config.get("field", "pk"))
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError):
-            continue
-        if isinstance(obj, model):
-            key = obj.pk if field == "pk" else getattr(obj, field, None)
-            room = f"{kind}:{key}"
-            return room if key is not None and rooms.ROOM_RE.match(room) else None
-    return None
+    try:
+        rooms.resolve_sync(room)
+    except (InvalidRoom, Unavailable):
+        return None
+    return room
 
 
 def display_name(user: object) -> str:
@@ -135,7 +143,7 @@ def presence_script(context, room: object = None) -> SafeString:
         "token": identity.make_token(user) if signed_in else None,
         "name": display_name(user) if signed_in else None,
         "room": room_name,
-        "lang": get_language() or "en",
+        "lang": rendered_language(),
         "text": {
             "online": _samples(online_phrase),
             "reading": _samples(reading_phrase),
@@ -146,6 +154,9 @@ def presence_script(context, room: object = None) -> SafeString:
             "here": gettext("here for %(time)s"),
             "bucket": gettext("%(count)s readers between %(from)s%% and %(to)s%%"),
             "nobody": gettext("Nobody is reading right now."),
+            "seconds": gettext("%(seconds)s s"),
+            "minutes": gettext("%(minutes)s min"),
+            "hours": gettext("%(hours)s h %(minutes)s min"),
         },
     }
     return render_to_string(

@@ -59,11 +59,35 @@ def site_db(tmp_path_factory):
     return url, pks
 
 
+def _site_env(database_url: str, language: str = "", **tunables: float) -> dict[str, str]:
+    env = server_env("", database_url, "presence-test-browser", **tunables)
+    env.update(
+        DEBUG="1", ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SETTINGS_MODULE="tests.browser.site_settings", PRESENCE_TEST_LANGUAGE_CODE=language,
+    )
+    return env
+
+
 @pytest.fixture
 def site(site_db):
     """A Daphne serving the demo blog (DEBUG on: it serves static files; in-memory store)."""
-    env = server_env("", site_db[0], "presence-test-browser")
-    env.update(DEBUG="1", ALLOWED_HOSTS="127.0.0.1,localhost")
-    with DaphneServer(env, name="browser-daphne") as server:
+    with DaphneServer(_site_env(site_db[0]), name="browser-daphne") as server:
         server.base = f"http://127.0.0.1:{server.port}"
         yield server
+
+
+@pytest.fixture
+def start_site(site_db):
+    """``start_site(language="zh-hans", min_session_seconds=0)``: a demo Daphne of the test's own,
+    in another language or with other app settings; stopped after the test."""
+    servers = []
+
+    def start(language: str = "", **tunables: float) -> DaphneServer:
+        server = DaphneServer(_site_env(site_db[0], language, **tunables), name="browser-daphne").start()
+        servers.append(server)
+        server.base = f"http://127.0.0.1:{server.port}"
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -79,18 +79,60 @@ export function pluralise(samples, count, lang = "en") {
   return sample[1].replace("%(count)s", String(count));
 }
 
-export function formatDuration(ms) {
+// Fill "%(name)s" placeholders (the server's gettext templates) and "%%".
+export function format(template, values) {
+  return String(template).replace(/%\((\w+)\)s|%%/g, (match, key) => (key ? String(values[key]) : "%"));
+}
+
+// A duration in the server's language: `text` holds its "seconds", "minutes" and "hours" templates.
+export function formatDuration(ms, text = {}) {
   const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 60) return format(text.seconds || "%(seconds)s s", { seconds });
   const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes} min`;
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  if (minutes < 60) return format(text.minutes || "%(minutes)s min", { minutes });
+  return format(text.hours || "%(hours)s h %(minutes)s min", { hours: Math.floor(minutes / 60), minutes: minutes % 60 });
+}
+
+// Where the track goes, in viewport pixels: beside the article (`rect`: its bounding rect), only
+// over the part of it on screen and below its title (`titleBottom`, null without one), inside the
+// viewport. `gutter`: how far left of the article's edge the track's centre sits when there is
+// room; `reach`: the least distance of that centre from either viewport edge (half the own marker
+// with its focus ring); `inset`: room kept at both ends for the end markers. Null: nothing to show.
+export function trackBox(rect, viewport, titleBottom = null, { gutter = 20, reach = 20, inset = 18, least = 96 } = {}) {
+  if (!rect || !viewport) return null;
+  const top = Math.max(rect.top, titleBottom ?? -Infinity, 0) + inset;
+  const bottom = Math.min(rect.bottom, viewport.height) - inset;
+  if (!(bottom - top >= least)) return null;
+  const left = Math.min(Math.max(reach, rect.left - gutter), viewport.width - reach);
+  return { left: Math.round(left), top: Math.round(top), height: Math.round(bottom - top) };
+}
+
+// The scroll offset (window.scrollY) at which `readingPosition` is `position`: the inverse of it,
+// for an article whose top is `top` px from the top of the document.
+export function scrollTargetFor(position, top, height, viewportHeight) {
+  const p = clamp01(Number(position) || 0);
+  const y = height <= viewportHeight ? top - viewportHeight + p * height : top + p * (height - viewportHeight);
+  return Math.max(0, Math.round(y));
 }
 
 // -- the client's state, updated by server frames ---------------------------------------
 
 export function initialState(room = null) {
-  return { reader: null, online: null, offset: 0, heartbeat: 20, room, count: null, readers: {}, histogram: null };
+  return {
+    reader: null, you: null, online: null, offset: 0, heartbeat: 20, room, count: null, readers: {}, histogram: null,
+    ranking: null,
+  };
+}
+
+// The same connection on a new page (a page swap): what the connection knows stays, the room's goes.
+export function forRoom(state, room) {
+  return { ...initialState(room), reader: state.reader, online: state.online, offset: state.offset, heartbeat: state.heartbeat, ranking: state.ranking };
+}
+
+// Your own reader id in the room: `room_state.you` (protocol 1.1: ids are per room), else the
+// site-wide `hello.reader` of a server that sends no `you`.
+export function ownId(state) {
+  return state.you || state.reader;
 }
 
 function newer(a, b) {
@@ -106,7 +148,14 @@ export function reduce(state, frame, now = Date.now()) {
     case "hello": {
       const heartbeat = Number(frame.heartbeat) > 0 ? Number(frame.heartbeat) : state.heartbeat;
       const offset = Number.isFinite(frame.server_time) ? frame.server_time - now : state.offset;
-      return { ...state, reader: frame.reader ?? state.reader, online: frame.online ?? state.online, heartbeat, offset };
+      const reader = frame.reader ?? state.reader;
+      let readers = state.readers;
+      if (state.reader && reader !== state.reader && !state.you && state.reader in readers) {
+        // Re-keyed (signed in) by a server without per-room ids: your old marker is gone.
+        readers = { ...readers };
+        delete readers[state.reader];
+      }
+      return { ...state, reader, readers, online: frame.online ?? state.online, heartbeat, offset };
     }
     case "online":
       return Number.isInteger(frame.count) ? { ...state, online: frame.count } : state;
@@ -116,8 +165,11 @@ export function reduce(state, frame, now = Date.now()) {
       if (frame.room !== state.room) return state;
       const readers = {};
       for (const r of frame.readers || []) if (r && r.id && newer(r, readers[r.id])) readers[r.id] = r;
-      return { ...state, count: frame.count, readers, histogram: frame.histogram || histogramOf(Object.values(readers)) };
+      const you = typeof frame.you === "string" ? frame.you : null;
+      return { ...state, you, count: frame.count, readers, histogram: frame.histogram || histogramOf(Object.values(readers)) };
     }
+    case "ranking":
+      return Array.isArray(frame.rooms) ? { ...state, ranking: frame.rooms } : state;
     case "room": {
       if (frame.room !== state.room) return state;
       const readers = { ...state.readers };
@@ -136,6 +188,6 @@ export function reduce(state, frame, now = Date.now()) {
 // Readers to draw, own first then most recently updated, at most `max`.
 export function visibleReaders(state, max = 50) {
   return Object.values(state.readers)
-    .sort((a, b) => (b.id === state.reader) - (a.id === state.reader) || (b.updated_at || 0) - (a.updated_at || 0))
+    .sort((a, b) => (b.id === ownId(state)) - (a.id === ownId(state)) || (b.updated_at || 0) - (a.updated_at || 0))
     .slice(0, max);
 }

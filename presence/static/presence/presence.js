@@ -1,16 +1,15 @@
-// The presence widget's client: one WebSocket per page (protocol v1), live counts,
-// the reading timeline and the ranking. Plain ES module, no build, no dependencies; the pure
-// parts live in core.js. Configured by the JSON that {% presence_script %} renders.
+// The presence widget's client: one WebSocket per page life (protocol v1.1 and the live-ranking
+// extension, docs/protocol.md), live counts, the reading timeline and the ranking. Plain ES
+// module, no build, no dependencies; the pure parts live in core.js. Configured by the JSON that
+// {% presence_script %} renders, read again after every page swap (HTMX, Turbo, pjax, or
+// window.presence.refresh()): docs/widget.md.
 import {
-  backoffDelay, cleanName, colourFor, formatDuration, initialState, pluralise, progressDelay,
-  readingPosition, reduce, visibleReaders,
+  backoffDelay, cleanName, colourFor, forRoom, format, formatDuration, initialState, ownId, pluralise,
+  progressDelay, readingPosition, reduce, scrollTargetFor, trackBox, visibleReaders,
 } from "./core.js";
 
-const configEl = document.getElementById("presence-config");
-const config = configEl ? JSON.parse(configEl.textContent) : {};
-const text = config.text || {};
-const lang = config.lang || document.documentElement.lang || "en";
 const POLL_MS = 30000;
+const REFRESH_MS = 15000;
 const SESSION_KEY = "presence.session";
 const NAME_KEY = "presence.name";
 
@@ -34,82 +33,157 @@ function newSession() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => alphabet[b % 36]).join("");
 }
+
+// -- the page: everything a page swap replaces ---------------------------------------------
+// Configs by URL: a swap that leaves the <head> alone (HTMX's boosted links and its history
+// cache) brings no new #presence-config element, so the one of a page seen before is reused.
+const configs = new Map();
+const here = () => location.href.split("#")[0];
+const CONFIG_RE = /<script[^>]*\bid="presence-config"[^>]*>([\s\S]*?)<\/script>/;
+
+function configElement() {
+  const all = document.querySelectorAll("script#presence-config");
+  return all.length ? all[all.length - 1] : null;
+}
+
+function parseConfig(text) {
+  try { return JSON.parse(text); } catch { return null; }
+}
+
+// The page's config: a #presence-config element new since the last read, else the one in the
+// swap's response (`html`), else the one last seen at this URL; `stale` when none of these is
+// known and the old one (left in the <head>) cannot tell the new page's room.
+function readConfig(html) {
+  const el = configElement();
+  let config = null;
+  if (el && (!page || el !== page.configEl)) config = parseConfig(el.textContent);
+  if (!config && html) {
+    const match = CONFIG_RE.exec(html);
+    if (match) config = parseConfig(match[1]);
+  }
+  if (config) {
+    configs.set(here(), config);
+    return { config, el, stale: false };
+  }
+  if (configs.has(here())) return { config: configs.get(here()), el, stale: false };
+  const config_ = page ? page.config : (el && parseConfig(el.textContent)) || {};
+  // Still the same element in the document's body: the page was not swapped under it.
+  return { config: config_, el, stale: !!page && !(el && document.body.contains(el) && el === page.configEl) };
+}
+
+function readPage(html) {
+  const { config, el, stale } = readConfig(html);
+  const $$ = (selector) => Array.from(document.querySelectorAll(selector));
+  const timeline = document.querySelector("[data-presence-timeline]");
+  const readers = document.querySelector("[data-presence-readers]");
+  const room = (!stale && config.room) || (timeline && timeline.dataset.presenceRoom) ||
+    (readers && readers.dataset.presenceRoom) || null;
+  const article = (timeline && (timeline.closest("[data-presence-article]") || timeline.closest("article"))) ||
+    document.querySelector("[data-presence-article]") || document.querySelector("article");
+  const ranking = document.querySelector("[data-presence-ranking]");
+  return {
+    config, configEl: el, room, timeline, article, ranking,
+    text: config.text || {},
+    // The language the server rendered the text in (never the page's lang: the text may be a fallback).
+    lang: config.lang || "en",
+    onlineEls: $$("[data-presence-online] [data-presence-text]"),
+    readerEls: $$("[data-presence-readers]").filter((e) => e.dataset.presenceRoom === room)
+      .map((e) => e.querySelector("[data-presence-text]")),
+    track: timeline && timeline.querySelector("[data-presence-track]"),
+    title: article && article.querySelector("[data-presence-title], h1, h2"),
+    nameInput: timeline && timeline.querySelector("[data-presence-name]"),
+    rankingLimit: ranking ? Number(ranking.dataset.limit) || 5 : 0,
+    max: config.maxMarkers || 50,
+  };
+}
+
+let page = null;
+let state = initialState(null);
+let token = null;
 const session = stored(SESSION_KEY, newSession);
 
-// -- the page's widgets --------------------------------------------------------------------
-const $$ = (selector) => Array.from(document.querySelectorAll(selector));
-const onlineEls = $$("[data-presence-online] [data-presence-text]");
-const timeline = document.querySelector("[data-presence-timeline]");
-const room = config.room || (timeline && timeline.dataset.presenceRoom) ||
-  (document.querySelector("[data-presence-readers]") || {dataset: {}}).dataset.presenceRoom || null;
-const readerEls = $$("[data-presence-readers]").filter((el) => el.dataset.presenceRoom === room)
-  .map((el) => el.querySelector("[data-presence-text]"));
-const track = timeline && timeline.querySelector("[data-presence-track]");
-const article = (timeline && (timeline.closest("[data-presence-article]") || timeline.closest("article"))) ||
-  document.querySelector("[data-presence-article]") || document.querySelector("article");
-const nameInput = timeline && timeline.querySelector("[data-presence-name]");
-
-let state = initialState(room);
-let token = config.token || null;
-
 function myName() {
-  return config.name || cleanName(stored(NAME_KEY) || "") || null;
+  return page.config.name || cleanName(stored(NAME_KEY) || "") || null;
 }
 
 function renderCounts() {
-  if (state.online !== null) for (const el of onlineEls) el.textContent = pluralise(text.online, state.online, lang);
-  if (state.count !== null) for (const el of readerEls) el.textContent = pluralise(text.reading, state.count, lang);
+  const { text, lang } = page;
+  if (state.online !== null) for (const el of page.onlineEls) el.textContent = pluralise(text.online, state.online, lang);
+  if (state.count !== null) for (const el of page.readerEls) el.textContent = pluralise(text.reading, state.count, lang);
 }
 
 // -- the timeline ----------------------------------------------------------------------------
-const markers = new Map(); // reader id -> element
-const format = (template, values) => template.replace(/%\((\w+)\)s/g, (_, k) => values[k]).replace("%%", "%");
+const markers = new Map(); // reader id -> list item
 
 function describe(reader) {
-  const own = reader.id === state.reader;
-  let name = own ? myName() : reader.name;
-  name = name || text.anonymous || "Anonymous reader";
+  const { text } = page;
+  const own = reader.id === ownId(state);
+  let name = (own ? myName() : reader.name) || text.anonymous || "Anonymous reader";
   if (own) name += ` (${text.you || "you"})`;
   const percent = Math.round((reader.position || 0) * 100);
   const since = reader.joined_at ? Date.now() + state.offset - reader.joined_at : 0;
   return `${name}, ${format(text.read || "%(percent)s%% read", { percent })}, ` +
-    format(text.here || "here for %(time)s", { time: formatDuration(since) });
+    format(text.here || "here for %(time)s", { time: formatDuration(since, text) });
+}
+
+function jumpTo(id) {
+  const reader = state.readers[id];
+  if (!reader || id === ownId(state) || !page.article) return;
+  const rect = page.article.getBoundingClientRect();
+  const top = scrollTargetFor(reader.position || 0, rect.top + window.scrollY, rect.height, window.innerHeight);
+  const still = window.matchMedia && matchMedia("(prefers-reduced-motion: reduce)").matches;
+  window.scrollTo({ top, behavior: still ? "instant" : "smooth" });
 }
 
 function marker(reader) {
-  let el = markers.get(reader.id);
-  if (!el) {
-    el = document.createElement("div");
-    el.className = "presence-marker";
-    el.setAttribute("role", "listitem");
-    el.tabIndex = 0;
+  let item = markers.get(reader.id);
+  if (!item) {
+    item = document.createElement("div");
+    item.className = "presence-marker";
+    item.setAttribute("role", "listitem");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "presence-marker-button";
     const tip = document.createElement("span");
     tip.className = "presence-tip";
-    el.append(tip);
-    el.style.setProperty("--presence-reader-colour", colourFor(reader.id));
-    markers.set(reader.id, el);
-    track.append(el);
+    tip.setAttribute("aria-hidden", "true");
+    button.append(tip);
+    button.addEventListener("click", () => jumpTo(item.dataset.reader));
+    item.append(button);
+    item.style.setProperty("--presence-reader-colour", colourFor(reader.id));
+    markers.set(reader.id, item);
+    page.track.append(item);
   }
-  el.classList.toggle("presence-marker-own", reader.id === state.reader);
-  el.dataset.reader = reader.id;
-  el.style.setProperty("--presence-position", String(reader.position || 0));
+  const own = reader.id === ownId(state);
+  const button = item.firstChild;
+  item.classList.toggle("presence-marker-own", own);
+  item.classList.toggle("presence-marker-low", (reader.position || 0) > 0.5);
+  item.dataset.reader = reader.id;
+  item.style.setProperty("--presence-position", String(reader.position || 0));
   const label = describe(reader);
-  el.setAttribute("aria-label", label);
-  el.firstChild.textContent = label; // names are text, never markup
-  return el;
+  button.setAttribute("aria-label", label);
+  if (own) button.removeAttribute("aria-describedby");
+  else button.setAttribute("aria-describedby", "presence-timeline-hint");
+  button.firstChild.textContent = label; // names are text, never markup
+  return item;
+}
+
+function clearMarkers() {
+  for (const item of markers.values()) item.remove();
+  markers.clear();
 }
 
 function renderTimeline() {
+  const { track, timeline } = page;
   if (!track || state.count === null) return;
   timeline.hidden = false;
-  const large = state.count > (config.maxMarkers || 50);
+  const large = state.count > page.max;
   track.classList.toggle("presence-track-histogram", large);
   const keep = new Set();
   if (!large) {
-    const readers = visibleReaders(state, config.maxMarkers || 50);
-    for (let reader of readers) {
+    for (let reader of visibleReaders(state, page.max)) {
       // Your own marker follows you at once, not a tick later.
-      if (reader.id === state.reader && current !== null) reader = { ...reader, position: current };
+      if (reader.id === ownId(state) && current !== null) reader = { ...reader, position: current };
       marker(reader);
       keep.add(reader.id);
     }
@@ -126,22 +200,64 @@ function renderTimeline() {
       bar.tabIndex = 0;
       bar.style.setProperty("--presence-position", String(i / 20));
       bar.style.setProperty("--presence-share", String(count / max));
-      bar.setAttribute("aria-label", format(text.bucket || "%(count)s readers between %(from)s%% and %(to)s%%",
+      bar.setAttribute("aria-label", format(page.text.bucket || "%(count)s readers between %(from)s%% and %(to)s%%",
         { count, from: i * 5, to: i * 5 + 5 }));
       track.append(bar);
     });
   }
+  placeTrack();
 }
 
+// The track runs beside the part of the article on screen, below its title, inside the viewport.
 function placeTrack() {
+  const { track, article, title } = page;
   if (!track || !article) return;
-  const rect = article.getBoundingClientRect();
-  track.style.left = `${Math.max(4, rect.left - 28)}px`;
+  const titleRect = title && title.getBoundingClientRect();
+  const box = trackBox(article.getBoundingClientRect(), { width: document.documentElement.clientWidth, height: window.innerHeight },
+    titleRect && titleRect.height ? titleRect.bottom : null);
+  track.classList.toggle("presence-track-off", !box);
+  if (!box) return;
+  track.style.left = `${box.left}px`;
+  track.style.top = `${box.top}px`;
+  track.style.height = `${box.height}px`;
 }
 
-function render() {
-  renderCounts();
-  renderTimeline();
+// -- the ranking -------------------------------------------------------------------------------
+function safeHref(url) {
+  try {
+    const parsed = new URL(url, location.href);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+  } catch { return null; }
+}
+
+let rankingShown = null; // JSON of what the ranking element shows, so that only changes touch it
+
+function renderRanking(entries) {
+  const { ranking, text, lang } = page;
+  if (!ranking || !Array.isArray(entries)) return;
+  entries = entries.slice(0, page.rankingLimit);
+  const shown = JSON.stringify([entries, lang]);
+  if (shown === rankingShown && ranking.dataset.presenceShown) return;
+  rankingShown = shown;
+  ranking.dataset.presenceShown = "1";
+  const items = entries.map((entry) => {
+    const li = document.createElement("li");
+    li.className = "presence-ranking-item";
+    const href = entry.url && safeHref(entry.url);
+    const title = document.createElement(href ? "a" : "span");
+    title.className = "presence-ranking-link";
+    if (href) title.href = href;
+    title.textContent = entry.title;
+    const count = document.createElement("span");
+    count.className = "presence-ranking-count";
+    count.textContent = pluralise(text.ranked, entry.count, lang);
+    li.append(title, " ", count);
+    return li;
+  });
+  ranking.querySelector("[data-presence-ranking-list]").replaceChildren(...items);
+  const empty = ranking.querySelector("[data-presence-ranking-empty]");
+  empty.textContent = text.nobody || "";
+  empty.hidden = items.length > 0;
 }
 
 // -- the socket ------------------------------------------------------------------------------
@@ -153,27 +269,42 @@ let reconnectTimer = null;
 let joined = false;
 let idle = false;
 let idleTimer = null;
+let rankingLimit = 0; // the limit of this connection's ranking subscription (0: none)
+let closing = false;
+
+const isOpen = () => socket !== null && socket.readyState === WebSocket.OPEN;
 
 function send(frame) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
+  if (isOpen()) socket.send(JSON.stringify(frame));
 }
 
 function socketUrl() {
-  const url = new URL(config.url || "/ws/presence/", location.href);
+  const url = new URL(page.config.url || "/ws/presence/", location.href);
   if (url.protocol === "http:") url.protocol = "ws:";
   if (url.protocol === "https:") url.protocol = "wss:";
   url.searchParams.set("session", session);
   return url.href;
 }
 
+let joining = null; // the room of a `join` sent and not yet answered
+
 function join() {
-  if (room && !idle) send({ type: "join", room });
+  if (page.room && !idle && isOpen()) {
+    joining = page.room;
+    send({ type: "join", room: page.room });
+  }
+}
+
+function subscribeRanking() {
+  if (page.rankingLimit > rankingLimit && isOpen()) {
+    rankingLimit = page.rankingLimit;
+    send({ type: "ranking", limit: rankingLimit });
+  }
 }
 
 function onFrame(event) {
   let frame;
   try { frame = JSON.parse(event.data); } catch { return; }
-  const previousReader = state.reader;
   state = reduce(state, frame);
   switch (frame.type) {
     case "hello":
@@ -181,31 +312,32 @@ function onFrame(event) {
       clearInterval(pingTimer);
       pingTimer = setInterval(() => send({ type: "ping" }), state.heartbeat * 1000);
       if (!joined) join();
-      if (previousReader && previousReader !== state.reader) {
-        // Re-keyed (signed in): your old reader id is gone; the server sends its `left` too.
-        const readers = { ...state.readers };
-        delete readers[previousReader];
-        state = { ...state, readers };
-      }
+      subscribeRanking();
       break;
     case "room_state":
-      if (frame.room === room) { joined = true; lastSent = null; lastSentAt = null; scheduleProgress(); }
+      if (frame.room === page.room) { joined = true; joining = null; lastSent = null; lastSentAt = null; scheduleProgress(); }
       break;
+    case "ranking":
+      renderRanking(state.ranking);
+      return;
   }
-  render();
+  renderCounts();
+  renderTimeline();
 }
 
 function connect() {
   clearTimeout(reconnectTimer);
   reconnectTimer = null;
-  if (!("WebSocket" in window)) return;
+  if (!("WebSocket" in window) || socket) return;
   try {
     socket = new WebSocket(socketUrl());
   } catch {
+    socket = null;
     return retry();
   }
   joined = false;
-  const resume = connections++ > 0 || token !== (config.token || null);
+  rankingLimit = 0;
+  const resume = connections++ > 0 || token !== (page.config.token || null);
   socket.onopen = () => {
     // The handshake knows a signed-in user by cookie; after a reconnect (or a sign-in in another
     // tab since this page loaded) the token re-keys the connection explicitly.
@@ -215,6 +347,8 @@ function connect() {
   socket.onclose = () => {
     socket = null;
     joined = false;
+    joining = null;
+    rankingLimit = 0;
     clearInterval(pingTimer);
     retry();
   };
@@ -234,8 +368,9 @@ let frameRequested = false;
 
 function measure() {
   frameRequested = false;
-  if (!article) return;
-  current = readingPosition(article.getBoundingClientRect(), window.innerHeight);
+  // A swap in progress may have detached the article: its last position stands.
+  if (!page.article || !page.article.isConnected) return;
+  current = page.room ? readingPosition(page.article.getBoundingClientRect(), window.innerHeight) : null;
   placeTrack();
   scheduleProgress();
 }
@@ -244,16 +379,21 @@ function onScroll() {
   if (!frameRequested) { frameRequested = true; requestAnimationFrame(measure); }
 }
 
+function sendProgress() {
+  const name = myName();
+  send(Object.assign({ type: "progress", room: page.room, position: current }, name ? { name } : {}));
+  lastSent = current;
+  lastSentAt = Date.now();
+}
+
 function scheduleProgress(force = false) {
   if (!joined || current === null || progressTimer) return;
   const wait = force ? 0 : progressDelay(lastSent, lastSentAt, current, Date.now());
   if (wait < 0) return;
   progressTimer = setTimeout(() => {
     progressTimer = null;
-    const name = myName();
-    send(Object.assign({ type: "progress", room, position: current }, name ? { name } : {}));
-    lastSent = current;
-    lastSentAt = Date.now();
+    if (!joined || current === null) return;
+    sendProgress();
     renderTimeline();
   }, wait);
 }
@@ -269,55 +409,109 @@ function useToken(next) {
 }
 
 async function checkToken() {
-  if (!config.api || !config.api.token) return;
+  const api = page.config.api;
+  if (!api || !api.token) return;
   try {
-    const response = await fetch(config.api.token, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const response = await fetch(api.token, { credentials: "same-origin", headers: { Accept: "application/json" } });
     if (response.ok) useToken((await response.json()).token);
     else if (response.status === 403 || response.status === 401) useToken(null);
   } catch { /* offline: try again on the next focus */ }
 }
 
-if (channel) {
-  channel.onmessage = (event) => {
-    if (event.data && "token" in event.data) { useToken(event.data.token); config.name = event.data.name || null; }
-  };
-  if (token) channel.postMessage({ token, name: config.name });
+// -- leaving a room: a page swap, closing the tab, hiding it for long ----------------------------
+function beacon() {
+  const api = page.config.api;
+  if (page.room && current !== null && api && api.beacon && navigator.sendBeacon) {
+    navigator.sendBeacon(api.beacon, JSON.stringify({ session, room: page.room, position: current }));
+  }
 }
 
-// -- leaving: closing the tab, hiding it for long ---------------------------------------------
-let closing = false;
+// Leave the page's room for good: its last position first, so that the reading session the
+// server records ends where the reader stopped.
+function leaveRoom() {
+  clearTimeout(progressTimer);
+  progressTimer = null;
+  if (page.room && joined && current !== null && current !== lastSent) sendProgress();
+  // Also a room whose `join` is still on its way: the server handles frames in order.
+  if (page.room && (joined || joining === page.room)) send({ type: "leave", room: page.room });
+  beacon();
+  joined = false;
+  joining = null;
+}
 
-addEventListener("pagehide", () => {
-  closing = true;
-  if (room && joined) send({ type: "leave", room });
-  if (room && current !== null && config.api && config.api.beacon && navigator.sendBeacon) {
-    navigator.sendBeacon(config.api.beacon, JSON.stringify({ session, room, position: current }));
-  }
-  if (socket) socket.close(1000);
-});
+// -- page swaps: HTMX, Turbo, pjax, history, or window.presence.refresh() -----------------------
+const wired = new WeakSet();
 
-addEventListener("pageshow", (event) => {
-  if (event.persisted) { closing = false; connect(); }
-});
+function wire() {
+  const input = page.nameInput;
+  if (!input || wired.has(input)) return;
+  wired.add(input);
+  input.value = cleanName(stored(NAME_KEY) || "");
+  if (input.form) input.form.addEventListener("submit", (event) => event.preventDefault());
+  input.addEventListener("change", () => {
+    store(NAME_KEY, cleanName(input.value));
+    input.value = cleanName(input.value);
+    lastSent = null;
+    scheduleProgress(true);
+  });
+}
 
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "hidden") {
-    if (config.idleAfter !== null && config.idleAfter !== undefined && room) {
-      idleTimer = setTimeout(() => {
-        idle = true;
-        if (joined) send({ type: "leave", room });
-        joined = false;
-      }, config.idleAfter * 1000);
-    }
+function start() {
+  wire();
+  renderCounts();
+  if (state.ranking) renderRanking(state.ranking);
+  renderTimeline();
+  onScroll();
+  subscribeRanking();
+  poll();
+}
+
+// Read the page again after its content was swapped. Another room: leave the old one (with its
+// last position and beacon) and join the new one on the same socket. The same room (a partial
+// swap, a repeated event): keep the reading session, only pick up the new elements.
+function refresh(html) {
+  if (!page) return;
+  const next = readPage(typeof html === "string" ? html : null);
+  if (next.room !== page.room) {
+    leaveRoom();
+    clearMarkers();
+    state = forRoom(state, next.room);
+    current = null;
+    lastSent = null;
+    lastSentAt = null;
+    page = next;
+    join();
   } else {
-    clearTimeout(idleTimer);
-    if (idle) { idle = false; join(); }
-    checkToken();
+    if (next.track !== page.track) clearMarkers();
+    page = next;
   }
-});
-addEventListener("focus", checkToken);
+  // A restored page (HTMX's history cache) may bring back the markers of its snapshot.
+  if (page.track) for (const el of page.track.querySelectorAll(".presence-marker, .presence-bucket")) {
+    if (markers.get(el.dataset.reader) !== el) el.remove();
+  }
+  rankingShown = null;
+  if ((page.config.token || null) !== token && page.config.token) useToken(page.config.token);
+  start();
+}
 
-// -- REST fallbacks: no WebSocket (or none yet) keeps counts fresh; the ranking polls ----------
+let refreshTimer = null;
+function refreshSoon(html) {
+  // After the swap's own work in this task (pjax and history listeners run alongside ours).
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => refresh(html), 0);
+}
+
+function responseOf(event) {
+  const detail = event.detail || {};
+  const xhr = detail.xhr;
+  if (detail.serverResponse) return detail.serverResponse;
+  // A whole page swapped in (a boosted link), not a fragment picked from another page.
+  const whole = detail.boosted || detail.target === document.body;
+  return whole && xhr && typeof xhr.responseText === "string" ? xhr.responseText : null;
+}
+
+// -- REST fallbacks: without a socket (no WebSocket, or between reconnects) the counts and the
+// ranking are read at once and then every 30 s -------------------------------------------------
 async function getJSON(url) {
   const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
   if (!response.ok) throw new Error(String(response.status));
@@ -325,64 +519,87 @@ async function getJSON(url) {
 }
 
 async function poll() {
-  if (socket && socket.readyState === WebSocket.OPEN) return;
+  const api = page.config.api;
+  if (socket || !api || document.visibilityState === "hidden") return;
   try {
-    if (onlineEls.length && config.api.online) state = reduce(state, { type: "online", count: (await getJSON(config.api.online)).online });
-    if (room && config.api.rooms && readerEls.length) {
-      const detail = await getJSON(`${config.api.rooms}${encodeURIComponent(room)}/`);
-      state = { ...state, count: detail.count };
+    if (page.onlineEls.length && api.online) {
+      const online = (await getJSON(api.online)).online;
+      state = reduce(state, { type: "online", count: online });
+    }
+    if (page.room && api.rooms && page.readerEls.length) {
+      const room = page.room;
+      const detail = await getJSON(`${api.rooms}${encodeURIComponent(room)}/`);
+      if (room === page.room && !socket) state = { ...state, count: detail.count };
     }
     renderCounts();
+    if (page.ranking && api.rooms) {
+      const entries = await getJSON(`${api.rooms}?limit=${page.rankingLimit}`);
+      if (!isOpen()) renderRanking(entries);
+    }
   } catch { /* keep the numbers shown */ }
 }
 
-const ranking = document.querySelector("[data-presence-ranking]");
-function safeHref(url) {
-  try {
-    const parsed = new URL(url, location.href);
-    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
-  } catch { return null; }
-}
-async function pollRanking() {
-  if (!ranking || !config.api || !config.api.rooms || document.visibilityState === "hidden") return;
-  let entries;
-  try { entries = await getJSON(`${config.api.rooms}?limit=${Number(ranking.dataset.limit) || 5}`); } catch { return; }
-  const list = ranking.querySelector("[data-presence-ranking-list]");
-  const items = entries.map((entry) => {
-    const li = document.createElement("li");
-    const href = entry.url && safeHref(entry.url);
-    const title = document.createElement(href ? "a" : "span");
-    if (href) title.href = href;
-    title.textContent = entry.title;
-    const count = document.createElement("span");
-    count.className = "presence-ranking-count";
-    count.textContent = pluralise(text.ranked, entry.count, lang);
-    li.append(title, " ", count);
-    return li;
-  });
-  list.replaceChildren(...items);
-  const empty = ranking.querySelector("[data-presence-ranking-empty]");
-  empty.textContent = text.nobody || "";
-  empty.hidden = items.length > 0;
-}
+// -- start: once per page life; every listener and timer below exists once --------------------
+function init() {
+  page = readPage(null);
+  configs.set(here(), page.config);
+  state = initialState(page.room);
+  token = page.config.token || null;
 
-// -- start -----------------------------------------------------------------------------------
-if (nameInput) {
-  nameInput.value = cleanName(stored(NAME_KEY) || "");
-  nameInput.form.addEventListener("submit", (event) => event.preventDefault());
-  nameInput.addEventListener("change", () => {
-    store(NAME_KEY, cleanName(nameInput.value));
-    nameInput.value = cleanName(nameInput.value);
-    lastSent = null;
-    scheduleProgress(true);
-  });
-}
-if (article && room) {
+  if (channel) {
+    channel.onmessage = (event) => {
+      if (event.data && "token" in event.data) { useToken(event.data.token); page.config.name = event.data.name || null; }
+    };
+    if (token) channel.postMessage({ token, name: page.config.name });
+  }
   addEventListener("scroll", onScroll, { passive: true });
   addEventListener("resize", onScroll, { passive: true });
-  onScroll();
+  addEventListener("pagehide", () => {
+    closing = true;
+    leaveRoom();
+    if (socket) socket.close(1000);
+  });
+  addEventListener("pageshow", (event) => {
+    if (event.persisted) { closing = false; connect(); }
+  });
+  document.addEventListener("visibilitychange", () => {
+    const after = page.config.idleAfter;
+    if (document.visibilityState === "hidden") {
+      if (after !== null && after !== undefined && page.room) {
+        clearTimeout(idleTimer);
+        idleTimer = setTimeout(() => {
+          idle = true;
+          if (joined) send({ type: "leave", room: page.room });
+          joined = false;
+        }, after * 1000);
+      }
+    } else {
+      clearTimeout(idleTimer);
+      if (idle) { idle = false; join(); }
+      checkToken();
+    }
+  });
+  addEventListener("focus", checkToken);
+  // Page swaps. HTMX: after a swap settled (boosted links, history restores: afterSettle fires on
+  // the swapped element; the response carries the new page's config when the <head> stays).
+  document.addEventListener("htmx:afterSettle", (event) => refreshSoon(responseOf(event)));
+  document.addEventListener("htmx:historyRestore", (event) => refreshSoon(responseOf(event)));
+  document.addEventListener("turbo:load", () => refreshSoon());
+  document.addEventListener("pjax:end", () => refreshSoon());
+  document.addEventListener("pjax:complete", () => refreshSoon());
+  addEventListener("popstate", () => refreshSoon());
+
+  setInterval(poll, POLL_MS);
+  setInterval(() => {
+    renderTimeline();
+    if (state.count > page.max) { joined = false; join(); }
+  }, REFRESH_MS);
+  window.presence = Object.freeze({ refresh: () => refresh() });
+  connect();
+  start();
 }
-setInterval(poll, POLL_MS);
-setInterval(pollRanking, POLL_MS);
-setInterval(() => { renderTimeline(); if (state.count > (config.maxMarkers || 50)) { joined = false; join(); } }, 15000);
-connect();
+
+// A second copy of the module (another URL, e.g. a new static hash after a deploy) must not open a
+// second socket: it hands over to the first.
+if (window.presence && typeof window.presence.refresh === "function") window.presence.refresh();
+else init();
