@@ -274,9 +274,9 @@ class Recorder:
             return
         self._reported.add(cause)
         logger.error(
-            "presence history: %s could not be written: %s: %s. Not a database outage (a bug or a "
-            "misconfiguration, e.g. `migrate` not run): not retried; later failures of the same cause "
-            "are not logged again.", what, type(exc).__name__, exc, exc_info=exc,
+            "presence history: %s could not be written, and is not retried: this is not a database outage "
+            "but a bug or a misconfiguration (e.g. `migrate` not run); later failures of the same cause are "
+            "not logged again. %s: %s", what, type(exc).__name__, exc, exc_info=exc,
         )
 
     def _schedule_retry(self) -> None:

@@ -126,7 +126,19 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
     yield
     if not django_db_keepdb:
         with django_db_blocker.unblock():
+            _end_other_sessions()
             teardown_databases(databases, verbosity=verbosity)
+
+
+def _end_other_sessions() -> None:
+    """PostgreSQL refuses to drop a database others are connected to: a thread's connection
+    (``sync_to_async`` in a test) or a server process that died without closing its own."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 def _postgres_url(database: dict, name: str) -> str:

@@ -21,6 +21,8 @@ def now_here() -> datetime:
 @pytest.mark.processes
 @pytest.mark.slow
 async def test_a_reading_session_and_the_days_peak_land_in_the_database(live_db, host_server, reader):
+    from django.db import connection
+
     from presence.models import OnlinePeak, ReadingSession
 
     server = await asyncio.to_thread(host_server)
@@ -34,20 +36,22 @@ async def test_a_reading_session_and_the_days_peak_land_in_the_database(live_db,
 
     def written():
         deadline = time.monotonic() + 10  # the server writes it after the leave, in its own time
-        while not (found := list(ReadingSession.objects.filter(room=ROOM, started_at__gte=before,
-                                                               end_reason="left"))):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        return found
+        try:
+            while not (found := list(ReadingSession.objects.filter(room=ROOM, started_at__gte=before,
+                                                                   end_reason="left"))):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            return found, OnlinePeak.objects.filter(date=now_here().date()).first()
+        finally:
+            connection.close()  # this thread's: the test database is dropped at the end
 
-    rows = await sync_to_async(written)()
+    rows, peak = await sync_to_async(written)()
     assert rows, f"no reading session written; the server said:\n{server.output}"
     (row,) = rows
     assert row.started_at.tzinfo is None and before <= row.started_at <= now_here()
     assert row.duration_seconds >= 5 and row.furthest_position == 0.6
 
-    peak = await sync_to_async(OnlinePeak.objects.filter(date=now_here().date()).first)()
     assert peak is not None and peak.count >= 1 and peak.at.tzinfo is None, server.output
     assert "ValueError" not in server.output and "retrying" not in server.output
 
