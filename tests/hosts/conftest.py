@@ -105,7 +105,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(request, django_test_environment, django_db_blocker, django_db_keepdb,
+def django_db_setup(request, django_test_environment, django_db_blocker, django_db_use_migrations, django_db_keepdb,
                     django_db_modify_db_settings):
     """The test database, migrated, with the fixtures of the host folders collected
     (``<host>/*/fixtures/*.json``) committed once for the session. Made whenever a test needs
@@ -118,6 +118,10 @@ def django_db_setup(request, django_test_environment, django_db_blocker, django_
         {path.stem for item in request.session.items for path in HOSTS.glob(f"{host_of(item.path)}/*/fixtures/*.json")}
     )
     verbosity = request.config.option.verbose
+    if not django_db_use_migrations:  # --no-migrations (a host's conftest may set it: Wagtail's)
+        from pytest_django.fixtures import _disable_migrations
+
+        _disable_migrations()
     with django_db_blocker.unblock():
         databases = setup_databases(verbosity=verbosity, interactive=False, keepdb=django_db_keepdb,
                                     aliases={"default"})
