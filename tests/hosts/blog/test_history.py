@@ -4,6 +4,7 @@ readers read lands in the database, and the admin and the API compare like with 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -99,3 +100,20 @@ def test_the_api_reads_offsets_into_the_blogs_time_zone(staff):
     assert rooms(since="2026-11-30T08:00:00+08:00") == []  # 00:00 UTC: hours after 07:00 in Shanghai
     assert rooms(since="2026-11-29T22:30:00Z") == ["sevenoclock1"]  # 06:30 in Shanghai
     assert rooms(since="2026-11-30T07:00:00") == ["sevenoclock1"]  # naive: the blog's own time
+
+
+@pytest.mark.django_db
+def test_prune_closes_sessions_a_crashed_process_left_open_in_local_time():
+    from django.core.management import call_command
+
+    from presence.models import ReadingSession
+
+    row = session_at(now_here() - timedelta(hours=2), "crashedproc1")
+    ReadingSession.objects.filter(pk=row.pk).update(end_reason="", ended_at=None)
+    fresh = session_at(now_here() - timedelta(seconds=5), "stillreading")
+    ReadingSession.objects.filter(pk=fresh.pk).update(end_reason="", ended_at=None, checkpoint_at=now_here())
+    call_command("presence_prune", stdout=open(os.devnull, "w"))
+    row.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (row.end_reason, row.ended_at) == ("crash-recovered", row.checkpoint_at)
+    assert fresh.end_reason == ""  # checkpointed a moment ago (in the blog's time): still open
