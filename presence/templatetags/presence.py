@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
 from django.utils import translation
-from django.utils.html import json_script
+from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language, gettext, ngettext
 
@@ -31,6 +31,7 @@ register = template.Library()
 PLURAL_SAMPLES = (0, 1, 2, 3, 5, 11, 21, 22, 25, 100, 101, 102)
 SCRIPT_FLAG = "_presence_script_rendered"
 CONTEXT_ROOM = "presence_room"
+CONTEXT_PREVIEW = "presence_preview"
 
 
 # Each phrase returns the translated template for a count ("%(count)s" not yet filled in).
@@ -113,12 +114,19 @@ def _api_url(name: str, **kwargs: Any) -> str | None:
         return None
 
 
+def is_preview(context, request) -> bool:
+    """An editor's preview is no reader: Wagtail's preview views set ``request.is_preview``, any other
+    view may set the context variable ``presence_preview`` (docs/wagtail.md, "Previews")."""
+    return bool(context.get(CONTEXT_PREVIEW) or getattr(request, "is_preview", False))
+
+
 @register.simple_tag(takes_context=True)
 def presence_script(context, room: object = None) -> SafeString:
     """The client and its configuration, once per page (later calls render nothing).
 
     The page's room is ``room=`` (an object or a room name), else the context variable
-    ``presence_room``; with neither, the page counts online but joins no room.
+    ``presence_room``; with neither, the page counts online but joins no room. A preview renders
+    the stylesheet only: no client, no socket (``is_preview``).
     """
     request = context.get("request")
     # Once per page: the request marks it; without one, the page's outermost context does.
@@ -126,6 +134,8 @@ def presence_script(context, room: object = None) -> SafeString:
     if holder.get(SCRIPT_FLAG):
         return mark_safe("")
     holder[SCRIPT_FLAG] = True
+    if is_preview(context, request):
+        return format_html('<link rel="stylesheet" href="{}">', static("presence/presence.css"))
     room_name = room_of(room if room is not None else context.get(CONTEXT_ROOM))
     user = context.get("user") or getattr(request, "user", None)
     signed_in = bool(getattr(user, "is_authenticated", False))
