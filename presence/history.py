@@ -147,7 +147,7 @@ class Recorder:
         self._reported: set[tuple[str, str, str]] = set()  # errors other than outages, logged once
         self.failing = False  # the last write failed: new rows wait for the retry
         self._retry_delay = self.retry_first
-        self._peak: tuple[str, int] | None = None  # (UTC day, count) known to be stored
+        self._peak: tuple[str, int] | None = None  # (day, as reports.day_of counts, count) known stored
 
     async def _title(self, room: str) -> str | None:
         """The room's title; None when it cannot be looked up now (``_write`` looks again)."""
