@@ -147,7 +147,7 @@ class Recorder:
         self._reported: set[tuple[str, str, str]] = set()  # errors other than outages, logged once
         self.failing = False  # the last write failed: new rows wait for the retry
         self._retry_delay = self.retry_first
-        self._peak: tuple[str, int] | None = None  # (UTC day, count) known to be stored
+        self._peak: tuple[str, int] | None = None  # (day, as reports.day_of counts, count) known stored
 
     async def _title(self, room: str) -> str | None:
         """The room's title; None when it cannot be looked up now (``_write`` looks again)."""
@@ -274,9 +274,9 @@ class Recorder:
             return
         self._reported.add(cause)
         logger.error(
-            "presence history: %s could not be written: %s: %s. Not a database outage (a bug or a "
-            "misconfiguration, e.g. `migrate` not run): not retried; later failures of the same cause "
-            "are not logged again.", what, type(exc).__name__, exc, exc_info=exc,
+            "presence history: %s could not be written, and is not retried: this is not a database outage "
+            "but a bug or a misconfiguration (e.g. `migrate` not run); later failures of the same cause are "
+            "not logged again. %s: %s", what, type(exc).__name__, exc, exc_info=exc,
         )
 
     def _schedule_retry(self) -> None:

@@ -1,5 +1,4 @@
-"""ASGI entry point: Django for HTTP, the presence app for WebSockets (``/ws/presence/``), and the
-lifespan events of servers that send them (uvicorn: a graceful stop releases this process's readers)."""
+"""ASGI entry point: Django for HTTP, the presence app for WebSockets, lifespan for a graceful stop."""
 
 import os
 
@@ -10,21 +9,19 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "presence_site.settings")
 
-# Set up Django (apps, settings) before importing anything that touches models.
+# Set Django up before importing anything that uses models.
 django_asgi_app = get_asgi_application()
 
 from presence.lifespan import lifespan_application  # noqa: E402
 from presence.routing import websocket_application  # noqa: E402
 
-# With DEBUG on, serve static files from `daphne presence_site.asgi:application` too, as
-# `runserver` does, so the multi-process demo (README) gets its CSS and live.js.
-http_application = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
-
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        # With DEBUG on, static files (presence.js) are served here, as `runserver` does;
+        # with DEBUG off, your web server serves what `collectstatic` put in STATIC_ROOT.
+        "http": ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app,
         "websocket": websocket_application(),
-        # Daphne sends no lifespan events (it stops the hub through Twisted's shutdown trigger).
+        # Servers that send lifespan events (uvicorn): a graceful stop releases this process's readers.
         "lifespan": lifespan_application,
     }
 )

@@ -104,17 +104,61 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker, request):
-    """The test database, migrated, with the fixtures of every host folder collected
-    (``<host>/*/fixtures/*.json``, loaded in name order) committed once for the session."""
+def django_db_setup(request, django_test_environment, django_db_blocker, django_db_use_migrations, django_db_keepdb,
+                    django_db_modify_db_settings):
+    """The test database, migrated, with the fixtures of the host folders collected
+    (``<host>/*/fixtures/*.json``) committed once for the session. Made whenever a test needs
+    it, through pytest-django's ``db`` or through the server fixtures (pytest-django's own
+    fixture would make it only for tests marked ``django_db``)."""
     from django.core.management import call_command
+    from django.test.utils import setup_databases, teardown_databases
 
     fixtures = sorted(
         {path.stem for item in request.session.items for path in HOSTS.glob(f"{host_of(item.path)}/*/fixtures/*.json")}
     )
+    verbosity = request.config.option.verbose
+    if not django_db_use_migrations:  # --no-migrations (a host's conftest may set it: Wagtail's)
+        from pytest_django.fixtures import _disable_migrations
+
+        _disable_migrations()
     with django_db_blocker.unblock():
+        databases = setup_databases(verbosity=verbosity, interactive=False, keepdb=django_db_keepdb,
+                                    aliases={"default"})
         if fixtures:
             call_command("loaddata", *fixtures, verbosity=0)
+    yield
+    if not django_db_keepdb:
+        with django_db_blocker.unblock():
+            _end_other_sessions()
+            teardown_databases(databases, verbosity=verbosity)
+
+
+def _end_other_sessions() -> None:
+    """PostgreSQL refuses to drop a database others are connected to: a thread's connection
+    (``sync_to_async`` in a test) or a server process that died without closing its own."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def _postgres_url(database: dict, name: str) -> str:
+    credentials = quote(database["USER"] or "")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(database["PASSWORD"])
+    port = f":{database['PORT']}" if database.get("PORT") else ""
+    return f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}{port}/{name}"
+
+
+def _postgres_admin(database: dict):
+    """An autocommit connection to the server's ``postgres`` database (CREATE/DROP DATABASE)."""
+    import psycopg
+
+    options = {"host": "HOST", "port": "PORT", "user": "USER", "password": "PASSWORD"}
+    params = {key: database[setting] for key, setting in options.items() if database.get(setting)}
+    return psycopg.connect(dbname="postgres", autocommit=True, **params)
 
 
 @pytest.fixture(scope="session")
@@ -126,11 +170,7 @@ def database_url(django_db_setup, django_db_blocker) -> str:
     if database["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{database['NAME']}"
     if database["ENGINE"].endswith("postgresql"):
-        credentials = quote(database["USER"] or "")
-        if database.get("PASSWORD"):
-            credentials += ":" + quote(database["PASSWORD"])
-        port = f":{database['PORT']}" if database.get("PORT") else ""
-        return f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}{port}/{database['NAME']}"
+        return _postgres_url(database, database["NAME"])
     raise RuntimeError(f"no URL for a {database['ENGINE']} test database")
 
 
@@ -140,6 +180,62 @@ def live_db(django_db_setup, django_db_blocker):
     Nothing is rolled back: tests using it make rows of their own (unique names)."""
     with django_db_blocker.unblock():
         yield
+
+
+def manage(host: str, database_url: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """``python manage.py <args>`` of a host in a process of its own (the hosts venv); its output."""
+    folder = HOSTS / host
+    environment = dict(os.environ, DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE=f"host{host}.settings")
+    pythonpath = [str(folder)] + ([os.environ["PYTHONPATH"]] if FROM_SOURCE and os.environ.get("PYTHONPATH") else [])
+    environment["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    environment.update(env or {})
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=folder, env=environment, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
+@pytest.fixture
+def manage_py(host, database_url):
+    """``manage_py(*args, env={...}, database_url=...)``: the host's manage.py in a process of its
+    own, on the test database unless told; its output (an AssertionError when it fails)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, database_url: str = database_url) -> str:
+        return manage(host, database_url, *args, env=env)
+
+    return run
+
+
+@pytest.fixture
+def scratch_database(host, django_db_setup, tmp_path):
+    """``make(*commands) -> DATABASE_URL``: a new database of the host's engine (SQLite file, or a
+    PostgreSQL database of its own, dropped afterwards), migrated, then each command (a list of
+    ``manage.py`` arguments) run on it. For what the shared test database must not see."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    dropped: list[str] = []
+
+    def make(*commands: list[str]) -> str:
+        if database["ENGINE"].endswith("postgresql"):
+            name = f"{host}_scratch_{uuid.uuid4().hex[:12]}"
+            with _postgres_admin(database) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            dropped.append(name)
+            url = _postgres_url(database, name)
+        else:
+            url = f"sqlite:///{tmp_path / f'scratch-{uuid.uuid4().hex[:8]}.sqlite3'}"
+        manage(host, url, "migrate", "--noinput", "-v", "0")
+        for command in commands:
+            manage(host, url, *command)
+        return url
+
+    yield make
+    if dropped:
+        with _postgres_admin(database) as admin:
+            for name in dropped:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- server processes ------------------------------------------------------------------------------
@@ -165,8 +261,9 @@ class HostServer:
         self.name = name or f"{host}-daphne"
         self.folder = HOSTS / host
         self.env = dict(os.environ)
+        source = self.env.pop("PYTHONPATH", None) if FROM_SOURCE else None
         self.env.pop("PYTHONPATH", None)
-        pythonpath = [str(self.folder)] + ([str(REPOSITORY)] if FROM_SOURCE else [])
+        pythonpath = [str(self.folder)] + ([source or str(REPOSITORY)] if FROM_SOURCE else [])
         self.env.update(
             DJANGO_SETTINGS_MODULE=f"host{host}.settings",
             PYTHONPATH=os.pathsep.join(pythonpath),
@@ -247,11 +344,12 @@ class HostServer:
 
 @pytest.fixture
 def host_server(host, database_url):
-    """``host_server(**env)``: a started ``HostServer`` of the test's host; all stop after the test."""
+    """``host_server(**env)``: a started ``HostServer`` of the test's host on the test database
+    (``DATABASE_URL=`` for another); all stop after the test."""
     servers: list[HostServer] = []
 
     def start(name: str | None = None, **env: str) -> HostServer:
-        server = HostServer(host, database_url, env, name=name)
+        server = HostServer(host, env.pop("DATABASE_URL", database_url), env, name=name)
         servers.append(server)
         return server.__enter__()
 

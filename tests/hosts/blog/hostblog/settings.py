@@ -83,7 +83,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"presence": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {"presence": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
 
 # -- live readership: README.md, "Add it to your blog", as written (the project's names put in) --
