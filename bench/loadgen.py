@@ -218,6 +218,8 @@ class Worker:
                     tab.online = frame["count"]
                 elif frame["type"] == "room_state":
                     tab.count = frame["count"]
+                    # Its marker in the room (protocol 1.1); the naive baseline sends none (1.0: hello's).
+                    tab.reader_id = frame.get("you", tab.reader_id)
                     break
                 elif frame["type"] == "error":
                     self.stats.error_frames[frame["code"]] += 1

@@ -1,8 +1,8 @@
 """Settings of the servers the benchmark starts: the demo site's, on Redis keys of their own.
 
 ``BENCH_PREFIX`` names the presence store's and the channel layer's keys, so a run never touches
-other data on a shared Redis. The REST API's throttle is off: the bench times
-``GET /api/presence/online/`` many times from one address.
+other data on a shared Redis. The REST API's throttle and the per-address caps are off: the bench
+times ``GET /api/presence/online/`` many times, and opens thousands of WebSockets, from one address.
 """
 
 import copy
@@ -15,6 +15,11 @@ _prefix = os.environ.get("BENCH_PREFIX", "presence-bench")
 
 PRESENCE_REDIS_PREFIX = _prefix
 PRESENCE_API_THROTTLE_RATE = None
+# Every simulated browser connects from loopback with the load generator's Origin: the
+# per-address caps would refuse all but 50 of them, and the origin is no page of the server's port.
+PRESENCE_MAX_READERS_PER_IP = None
+PRESENCE_MAX_CONNECTIONS_PER_IP = None
+PRESENCE_ALLOWED_ORIGINS = ["http://localhost"]
 
 CHANNEL_LAYERS = copy.deepcopy(_SITE_CHANNEL_LAYERS)
 if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):

@@ -2,28 +2,32 @@
 
 Public endpoints (online, rooms, room detail) read live numbers from the presence store through
 ``presence.live`` and are throttled per anonymous client; the token is for signed-in users;
-history, article ranking and online peaks are for staff and read the database.
+history, article ranking and online peaks are for staff and read the database. The OpenAPI
+schema and its Swagger UI are staff-only unless ``DEBUG`` is on or ``PRESENCE_PUBLIC_API_DOCS``.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from presence import live, reports
+from presence import addresses, live, reports
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, Unavailable
-from presence.identity import address_key, make_token
+from presence.identity import make_token
 from presence.models import ReadingSession
 from presence.serializers import (
     ArticleRankingQuerySerializer,
@@ -56,9 +60,10 @@ class PresenceAnonThrottle(AnonRateThrottle):
         return app_settings.API_THROTTLE_RATE
 
     def get_ident(self, request) -> str:
-        """A keyed hash of the client's address: the cache (Redis, with several processes)
-        never holds a raw IP address."""
-        return address_key(super().get_ident(request))
+        """A keyed hash of the client's address as ``presence/addresses.py`` knows it (DRF's own
+        believes any ``X-Forwarded-For`` while ``NUM_PROXIES`` is unset): the cache (Redis, with
+        several processes) never holds a raw IP address."""
+        return addresses.address_key(addresses.from_request(request) or "")
 
 
 class StoreUnavailable(APIException):
@@ -131,19 +136,23 @@ class RoomDetailView(LiveView):
 
 
 class TokenView(APIView):
+    # The session cookie only: the token is for pages of a signed-in browser, and a view that
+    # took passwords (HTTP basic, DRF's default) would let anyone guess them here, unthrottled.
+    authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
         summary="Identity token of the signed-in user",
         description=(
             "A signed, expiring token (`PRESENCE_TOKEN_MAX_AGE`) for the WebSocket `identify` "
-            "frame, so a page's connection counts as the signed-in user. Never cached."
+            "frame, so a page's connection counts as the signed-in user; valid while the session "
+            "that asked for it is signed in with the same password. Session cookie only. Never cached."
         ),
         responses={200: TokenSerializer, 403: FORBIDDEN},
         tags=["identity"],
     )
     def get(self, request: Request) -> Response:
-        response = Response(TokenSerializer({"token": make_token(request.user)}).data)
+        response = Response(TokenSerializer({"token": make_token(request.user, request.session)}).data)
         add_never_cache_headers(response)
         return response
 
@@ -219,3 +228,27 @@ class PeaksView(APIView):
         query.is_valid(raise_exception=True)
         peaks = reports.daily_peaks(query.validated_data["days"])
         return Response(OnlinePeakSerializer(peaks, many=True).data)
+
+
+class DocsPermission(BasePermission):
+    """Anyone while the docs are public (``PRESENCE_PUBLIC_API_DOCS``, else ``DEBUG``), else staff:
+    the schema lists the staff endpoints and their parameters."""
+
+    def has_permission(self, request, view) -> bool:
+        public = app_settings.PUBLIC_API_DOCS
+        if public is None:
+            public = settings.DEBUG
+        return bool(public or (request.user and request.user.is_staff))
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI 3 schema of the project's API."""
+
+    permission_classes = [DocsPermission]
+
+
+class DocsView(SpectacularSwaggerView):
+    """Swagger UI over ``SchemaView`` (assets from drf-spectacular-sidecar when configured)."""
+
+    permission_classes = [DocsPermission]
+    url_name = "presence:schema"

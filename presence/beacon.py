@@ -14,8 +14,9 @@ import logging
 import math
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
+from django.core.exceptions import DisallowedHost
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -25,12 +26,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from presence import identity, rooms
+from presence import identity, origins, rooms
 from presence.api import PresenceAnonThrottle
 from presence.errors import InvalidRoom
 from presence.history import remember_final_position
 from presence.models import ReadingSession
-from presence.routing import PresenceOriginValidator
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +42,20 @@ class BadBeacon(ValueError):
     pass
 
 
-
 def _allowed_origin(request: HttpRequest) -> bool:
-    """An Origin (else a Referer) whose host the WebSocket handshake would accept too."""
-    source = request.headers.get("Origin") or request.headers.get("Referer")
-    if not source or source == "null":
+    """An Origin (else a Referer's origin) that the WebSocket handshake would accept too:
+    scheme, host and port of a page of this site (``presence/origins.py``)."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        referer = urlsplit(request.headers.get("Referer") or "")
+        origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
+    if not origin:
         return False
-    parsed = urlparse(source)
-    if not parsed.scheme or not parsed.hostname:
+    try:
+        host = request.get_host()
+    except DisallowedHost:
         return False
-    return PresenceOriginValidator(None).valid_origin(parsed)
+    return origins.allowed(origin, host, request.is_secure())
 
 
 def parse(body: bytes) -> dict[str, Any]:
@@ -69,6 +73,7 @@ def parse(body: bytes) -> dict[str, Any]:
         raise BadBeacon("position must be a finite number")
     if not 0 <= position <= 1:
         raise BadBeacon("position must be in [0, 1]")
+    position += 0.0  # -0.0 is 0
     room = data.get("room")
     try:
         rooms.resolve_sync(room)
@@ -134,7 +139,8 @@ class BeaconView(APIView):
             who = identity.for_session(beacon["session"])
         else:
             return JsonResponse({"detail": "session is required when not signed in"}, status=400)
-        record(beacon["room"], identity.reader_id(who), beacon["position"])
+        # The reader's id in that room, as its reading session there was recorded (protocol 1.1).
+        record(beacon["room"], identity.reader_id(who, beacon["room"]), beacon["position"])
         return HttpResponse(status=204)
 
 

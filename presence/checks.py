@@ -274,3 +274,18 @@ def check_api_urls(app_configs=None, **kwargs) -> list[Error | Warning]:
             id="presence.E001",
         )
     ]
+
+
+@register()
+def check_trusted_proxies(app_configs=None, **kwargs) -> list[Error]:
+    """``PRESENCE_TRUSTED_PROXIES`` entries must be IPs or networks (``presence/addresses.py``)."""
+    from presence.addresses import check_trusted_proxies as problems
+
+    return [
+        Error(
+            f"PRESENCE_TRUSTED_PROXIES: {problem}.",
+            hint='List your proxies\' IP addresses or CIDR networks, e.g. ["127.0.0.1", "10.0.0.0/8"], or "unix".',
+            id="presence.E020",
+        )
+        for problem in problems()
+    ]

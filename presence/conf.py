@@ -68,12 +68,22 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": [],
     # Accept handshakes that carry no Origin header (non-browser clients).
     "ALLOW_NO_ORIGIN": False,
-    # WebSocket connections one client address may hold open in one server process; more are
-    # refused at the handshake (HTTP 403). None: no cap. Addresses are counted by keyed hash only.
-    "MAX_CONNECTIONS_PER_IP": None,
+    # Per client address (an IPv4 address, an IPv6 /64), site-wide across processes: distinct
+    # readers (browsers, users) and WebSocket connections (tabs) it may hold at once; more are
+    # refused at the handshake (HTTP 403). None: no cap. Counted by keyed hash only.
+    # Why these numbers: docs/security.md, "The per-address caps".
+    "MAX_READERS_PER_IP": 50,
+    "MAX_CONNECTIONS_PER_IP": 200,
+    # Proxies whose X-Forwarded-For is believed (IPs or CIDRs, "unix" for a Unix socket); none:
+    # the client's address is the socket's peer (presence/addresses.py).
+    "TRUSTED_PROXIES": [],
+    # Serve the OpenAPI schema and its Swagger UI to anyone (True), to staff only (False), or
+    # to anyone while DEBUG is on and to staff otherwise (None).
+    "PUBLIC_API_DOCS": None,
     # REST API: requests per anonymous client over the public endpoints (DRF rate; None: no limit).
     "API_THROTTLE_RATE": "120/min",
-    # The widget: the user field shown as a signed-in reader's name (username when blank),
+    # The widget: the user attribute shown as a signed-in reader's name (none when blank or None;
+    # never the username unless this names it),
     "USER_NAME_FIELD": "first_name",
     # seconds a tab may stay hidden before it leaves its room (None: never),
     "IDLE_AFTER": 60,

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from presence import events, identity, protocol, ratelimit
+from presence import addresses, events, identity, protocol, ratelimit
 from presence.conf import app_settings
 from presence.errors import PresenceError, RateLimited
 from presence.hub import TooManyConnections, get_hub
@@ -27,7 +27,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "presence-consumers-use-the-hub"
 
     conn = None
-    address = None  # the hub's key of the client address, while counted (PRESENCE_MAX_CONNECTIONS_PER_IP)
+    admission = None  # this connection as counted against its address's caps (hub.admit)
 
     async def __call__(self, scope, receive, send):
         try:
@@ -54,18 +54,18 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.hub = get_hub()
-        client = self.scope.get("client")
-        try:
-            self.address = self.hub.admit(client[0] if client else None)
-        except TooManyConnections:
-            logger.info("presence: handshake refused, too many connections from one address")
-            await self.close()  # before accept: HTTP 403
-            return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         session = query.get("session", [None])[0]
         who = identity.from_handshake(self.scope.get("user"), session)
+        try:
+            self.admission = await self.hub.admit(addresses.from_scope(self.scope), who)
+        except TooManyConnections:
+            logger.info("presence: handshake refused, too many readers or connections from one address")
+            await self.close()  # before accept: HTTP 403
+            return
         await self.accept()
-        self.conn, online = await self.hub.register(who, send=self._send_text, close=self._close)
+        self.conn, online = await self.hub.register(who, send=self._send_text, close=self._close,
+                                                    admission=self.admission)
         await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
 
     async def disconnect(self, code: int) -> None:
@@ -101,7 +101,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._reply(protocol.pong(self.hub.now_ms()))
         elif command.type == "join":
             state = await self.hub.join(self.conn, command.room)
-            await self._reply(protocol.room_state(state))
+            await self._reply(protocol.room_state(state, you=self.conn.ids[command.room]))
         elif command.type == "leave":
             await self.hub.leave(self.conn, command.room)
         elif command.type == "progress":
@@ -110,19 +110,28 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._reply(protocol.ranking(await self.hub.subscribe_ranking(self.conn, command.limit)))
         elif command.type == "identify":
             if command.token is not None:
-                who = identity.identity_from_token(command.token)
+                who = await identity.identity_from_token(command.token)
             else:
                 who = identity.for_session(command.session)
-            online = await self.hub.identify(self.conn, who)
+            try:
+                online = await self.hub.identify(self.conn, who)
+            except TooManyConnections:
+                logger.info("presence: identify refused, too many readers from one address")
+                await self.hub.unregister(self.conn, events.CLOSED)
+                await self.close(protocol.CLOSE_TOO_MANY_READERS)
+                return
             await self._reply(protocol.hello(self.conn.reader_id, online, self.hub.now_ms(), app_settings.HEARTBEAT))
+            # Protocol 1.1: the reader's id changed in every room it is in; say which it is now.
+            for room in sorted(self.conn.rooms):
+                state = await self.hub.room_state(room)
+                await self._reply(protocol.room_state(state, you=self.conn.ids[room]))
 
     async def _leave(self, reason: str) -> None:
-        """Stop counting this connection (its address, its reader); safe to call twice."""
-        if self.address is not None:
-            self.hub.dismiss(self.address)
-            self.address = None
+        """Stop counting this connection (its reader, its address); safe to call twice."""
         if self.conn is not None:
             await asyncio.shield(self.hub.unregister(self.conn, reason))
+        if self.admission is not None:  # refused or closed before it was registered
+            await asyncio.shield(self.hub.dismiss(self.admission))
 
     async def _reply(self, frame: dict) -> None:
         await self._send_text(protocol.dumps(frame))

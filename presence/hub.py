@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from channels.layers import get_channel_layer
 
-from presence import events, identity, protocol, rooms
+from presence import addresses, events, identity, protocol, rooms
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, NotJoined, TooManyRooms, Unavailable
 from presence.ratelimit import FrameLimiter
@@ -47,14 +47,29 @@ def ms(seconds: float) -> int:
 
 
 class TooManyConnections(Exception):
-    """A client address already holds ``PRESENCE_MAX_CONNECTIONS_PER_IP`` connections here."""
+    """A client address already holds ``PRESENCE_MAX_CONNECTIONS_PER_IP`` connections, or
+    ``PRESENCE_MAX_READERS_PER_IP`` readers, site-wide."""
+
+
+@dataclass(slots=True)
+class Admission:
+    """A connection counted against its address's caps: the address's keyed hash and the
+    site-wide reader id it is counted as (changed by ``identify``)."""
+
+    address: str
+    reader: str
+    open: bool = True
 
 
 class Connection:
-    """One client connection as the hub sees it; knows nothing of WebSockets."""
+    """One client connection as the hub sees it; knows nothing of WebSockets.
+
+    ``reader_id`` is the reader's site-wide id (online claims, ``hello``); in each joined room
+    it is known by that room's id, ``ids[room]`` (protocol 1.1)."""
 
     __slots__ = (
-        "identity", "reader_id", "rooms", "last_seen", "online_sent", "limiter", "send", "close", "gone", "leaving",
+        "identity", "reader_id", "rooms", "ids", "last_seen", "online_sent", "limiter", "send", "close", "gone",
+        "leaving", "admission",
     )
 
     def __init__(
@@ -68,6 +83,8 @@ class Connection:
         self.identity = identity_
         self.reader_id = identity.reader_id(identity_)
         self.rooms: set[str] = set()
+        self.ids: dict[str, str] = {}  # room -> this reader's id there
+        self.admission: Admission | None = None
         self.last_seen = now
         self.online_sent: int | None = None
         self.limiter = limiter
@@ -126,7 +143,8 @@ class Hub:
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
-        self.per_address: dict[str, int] = {}  # address_key -> open connections
+        # (address key, site reader id) -> connections of this process counted by ``admit``.
+        self.admitted: dict[tuple[str, str], int] = {}
         # Live ranking subscriptions (docs/protocol.md, "Live ranking"): connection -> (limit, last sent).
         self.ranked: dict[Connection, tuple[int, list[dict]]] = {}
         self._next_ranking = 0.0
@@ -213,38 +231,64 @@ class Hub:
                 self._merge_remote(message)
 
     # -- connections ------------------------------------------------------------------
-    def admit(self, address: str | None) -> str | None:
-        """Count a connection from ``address`` against ``PRESENCE_MAX_CONNECTIONS_PER_IP`` (per
-        process). Returns the key to hand to ``dismiss`` when it closes (None: not counted, the
-        cap is off or the address unknown); raises TooManyConnections over the cap."""
-        cap = app_settings.MAX_CONNECTIONS_PER_IP
-        if cap is None or not address:
+    async def admit(self, address: str | None, identity_: str) -> Admission | None:
+        """Count a new connection of ``identity_`` from client ``address`` against the caps
+        ``PRESENCE_MAX_READERS_PER_IP`` (distinct identities) and ``PRESENCE_MAX_CONNECTIONS_PER_IP``,
+        site-wide through the store. Returns what to hand to ``register`` and ``dismiss`` (None:
+        not counted, no cap or no address known); raises TooManyConnections over a cap. A store
+        outage admits (counted here; the next heartbeat writes it to the store)."""
+        caps = app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP
+        if not address or caps == (None, None):
             return None
-        key = identity.address_key(address)
-        if self.per_address.get(key, 0) >= cap:
-            raise TooManyConnections(f"more than {cap} connections from one address")
-        self.per_address[key] = self.per_address.get(key, 0) + 1
-        return key
+        await self.start()  # its first heartbeat connects the store before a burst of handshakes
+        admission = Admission(addresses.address_key(address), identity.reader_id(identity_))
+        await self._count_in(admission, caps)
+        return admission
 
-    def dismiss(self, key: str | None) -> None:
-        """A connection counted by ``admit`` closed."""
-        if key is None:
-            return
-        left = self.per_address.get(key, 0) - 1
+    async def _count_in(self, admission: Admission, caps: tuple[int | None, int | None]) -> None:
+        pair = (admission.address, admission.reader)
+        self.admitted[pair] = self.admitted.get(pair, 0) + 1  # before the await: a beat meanwhile keeps it
+        try:
+            counted = await self.store.admit(admission.address, admission.reader, *caps)
+        except Exception:
+            logger.warning("presence hub: address caps unavailable; admitted, the next heartbeat counts it",
+                           exc_info=True)
+            counted = True
+        if not counted:
+            self._uncount(pair)
+            admission.open = False
+            raise TooManyConnections("too many readers or connections from one address")
+
+    def _uncount(self, pair: tuple[str, str]) -> None:
+        left = self.admitted.get(pair, 0) - 1
         if left > 0:
-            self.per_address[key] = left
+            self.admitted[pair] = left
         else:
-            self.per_address.pop(key, None)
+            self.admitted.pop(pair, None)
+
+    async def dismiss(self, admission: Admission | None) -> None:
+        """A connection counted by ``admit`` closed (safe to call twice)."""
+        if admission is None or not admission.open:
+            return
+        admission.open = False
+        self._uncount((admission.address, admission.reader))
+        await self._store(self.store.dismiss(admission.address, admission.reader), quiet=True)
 
     async def register(
-        self, identity_: str, send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]]
+        self,
+        identity_: str,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int], Awaitable[None]],
+        admission: Admission | None = None,
     ) -> tuple[Connection, int]:
-        """Add a connection; returns it and the site-wide count that includes it."""
+        """Add a connection (with its ``admit`` ticket, if counted); returns it and the
+        site-wide count that includes it."""
         await self.start()
         limiter = FrameLimiter(
             app_settings.RATE, app_settings.BURST, app_settings.FLOOD_CLOSE_SECONDS, clock=self.clock
         )
         conn = Connection(identity_, send, close, self.clock(), limiter)
+        conn.admission = admission
         self.connections.add(conn)
         await self._claim_online(conn)
         return conn, await self._online_for(conn)
@@ -277,6 +321,7 @@ class Hub:
         for room in list(conn.rooms):
             await self._leave(conn, room, reason, at_ms)
         await self._release_online(conn)
+        await self.dismiss(conn.admission)
 
     def touch(self, conn: Connection) -> str:
         """A frame arrived: the connection is alive. Returns the rate limiter's verdict."""
@@ -284,11 +329,20 @@ class Hub:
         return conn.limiter.check()
 
     async def identify(self, conn: Connection, new_identity: str) -> int:
-        """Re-key a connection; it keeps its rooms and progress. Returns the online count."""
+        """Re-key a connection; it keeps its rooms and progress. Returns the online count.
+        Raises TooManyConnections, changing nothing else, when its address has no room for
+        another reader (the caller closes the connection)."""
         if new_identity != conn.identity:
+            admission = conn.admission
+            if admission is not None and admission.open:
+                await self.dismiss(admission)
+                admission.reader, admission.open = identity.reader_id(new_identity), True
+                await self._count_in(
+                    admission, (app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP)
+                )
             carried = {}
             for room in list(conn.rooms):
-                carried[room] = self.rooms[room].sessions[conn.reader_id].reader
+                carried[room] = self.rooms[room].sessions[conn.ids[room]].reader
                 await self._leave(conn, room, events.IDENTIFY)
             await self._release_online(conn)
             conn.identity = new_identity
@@ -323,6 +377,10 @@ class Hub:
                 raise TooManyRooms(f"a connection may join at most {app_settings.MAX_ROOMS} rooms")
             await rooms.resolve(room)
             await self._join(conn, room)
+        return await self.room_state(room)
+
+    async def room_state(self, room: str) -> RoomState:
+        """A room's count, newest readers and histogram, from the store."""
         return await self._store(self.store.room_state(room, app_settings.ROOM_STATE_READERS))
 
     async def _join(self, conn: Connection, room: str, position: float | None = None, name: str | None = None) -> None:
@@ -331,27 +389,28 @@ class Hub:
             local = self.rooms[room] = LocalRoom()
             await self._group("group_add", room)
         conn.rooms.add(room)
-        tabs = local.members.setdefault(conn.reader_id, set())
+        rid = conn.ids[room] = identity.reader_id(conn.identity, room)
+        tabs = local.members.setdefault(rid, set())
         first = not tabs
         tabs.add(conn)
         now = self.now_ms()
         if first:
-            reader = Reader(conn.reader_id, name, position, now, now)
-            local.sessions[conn.reader_id] = Session(conn.identity, reader, started_at=now)
-        session = local.sessions[conn.reader_id]
+            reader = Reader(rid, name, position, now, now)
+            local.sessions[rid] = Session(conn.identity, reader, started_at=now)
+        session = local.sessions[rid]
         # Idempotent per process, so a second tab re-claiming is harmless and closes races.
         stored = await self._store(self.store.join(room, session.reader), quiet=True)
         if first and stored is not None:
             if position is not None and stored.updated_at <= session.reader.updated_at:
                 # Re-identified: carry the position over to the new reader id.
                 session.reader.joined_at = stored.joined_at
-                local.to_store.add(conn.reader_id)
+                local.to_store.add(rid)
             else:
                 session.reader = stored  # keep the record another process or tab already made
         if first:
             session.furthest = session.reader.position
             self._announce(local, session.reader)
-            await events.emit(events.ReaderJoined(room, conn.identity, conn.reader_id, session.started_at, self.proc))
+            await events.emit(events.ReaderJoined(room, conn.identity, rid, session.started_at, self.proc))
 
     async def leave(self, conn: Connection, room: str) -> None:
         if room not in conn.rooms:
@@ -360,28 +419,29 @@ class Hub:
 
     async def _leave(self, conn: Connection, room: str, reason: str, at_ms: int | None = None) -> None:
         conn.rooms.discard(room)
+        rid = conn.ids.pop(room)
         local = self.rooms[room]
-        tabs = local.members[conn.reader_id]
+        tabs = local.members[rid]
         tabs.discard(conn)
         if tabs:
             return
-        del local.members[conn.reader_id]
-        session = local.sessions.pop(conn.reader_id)
-        local.updates.pop(conn.reader_id, None)
-        local.outbox.pop(conn.reader_id, None)
-        if conn.reader_id in local.to_store:  # flush this reader's last position now
-            local.to_store.discard(conn.reader_id)
+        del local.members[rid]
+        session = local.sessions.pop(rid)
+        local.updates.pop(rid, None)
+        local.outbox.pop(rid, None)
+        if rid in local.to_store:  # flush this reader's last position now
+            local.to_store.discard(rid)
             await self._store(self.store.update([(room, session.reader)]), quiet=True)
-        gone_everywhere = await self._release(room, conn.reader_id)
-        if conn.reader_id in local.members:  # another tab re-joined while we left
-            await self._store(self.store.join(room, local.sessions[conn.reader_id].reader), quiet=True)
+        gone_everywhere = await self._release(room, rid)
+        if rid in local.members:  # another tab re-joined while we left
+            await self._store(self.store.join(room, local.sessions[rid].reader), quiet=True)
         elif gone_everywhere is not False:
             if self.rooms.get(room) is local:
-                local.left.add(conn.reader_id)
-                local.outbox_left.add(conn.reader_id)
+                local.left.add(rid)
+                local.outbox_left.add(rid)
                 local.dirty = True
             else:  # a concurrent leave forgot the room (and published its `left`) meanwhile
-                await self._publish(room, [], {conn.reader_id})
+                await self._publish(room, [], {rid})
         if not local.members and self.rooms.get(room) is local:
             del self.rooms[room]
             if local.outbox_left:  # tell the other processes before forgetting the room
@@ -392,7 +452,7 @@ class Hub:
         reader = session.reader
         await events.emit(
             events.ReaderLeft(
-                room, session.identity, conn.reader_id, reader.name, session.started_at, at_ms or self.now_ms(),
+                room, session.identity, rid, reader.name, session.started_at, at_ms or self.now_ms(),
                 session.furthest, reader.position, reason, self.proc,
             )
         )
@@ -402,7 +462,7 @@ class Hub:
         if room not in conn.rooms:
             raise NotJoined("this connection has not joined that room")
         local = self.rooms[room]
-        session = local.sessions[conn.reader_id]
+        session = local.sessions[conn.ids[room]]
         reader = session.reader
         reader.position = position
         if name is not None:
@@ -410,7 +470,7 @@ class Hub:
         reader.updated_at = max(self.now_ms(), reader.updated_at)
         if session.furthest is None or position > session.furthest:
             session.furthest = position
-        local.to_store.add(conn.reader_id)
+        local.to_store.add(reader.id)
         self._announce(local, reader)
 
     @staticmethod
@@ -638,7 +698,8 @@ class Hub:
         self._next_beat = self.clock() + app_settings.PROCESS_HEARTBEAT
         online = list(self.by_reader)
         claims = [(room, s.reader) for room, local in self.rooms.items() for s in local.sessions.values()]
-        gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims)
+        admitted = [(address, reader, n) for (address, reader), n in self.admitted.items()]
+        gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims, admitted)
         # A reader that left while the beat was on its way may have been claimed again by it,
         # after its own release: drop those claims too, or it would stay forever (docs/reliability.md, guarantee 5).
         self._unreleased.update((None, rid) for rid in online if not self._holds(None, rid))

@@ -2,18 +2,25 @@
 
 An identity is ``user:<pk>`` (verified by the server), ``anon:<session>`` or
 ``conn:<connection>``; counts are of distinct identities. Other clients only ever see
-a reader id, an HMAC of the identity, so identities and session ids never leave the server.
+reader ids, HMACs of the identity that differ in every room (protocol 1.1), so identities and
+session ids never leave the server and no client can follow a reader from article to article.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import hmac
 import re
 import secrets
+from importlib import import_module
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib import auth
 from django.core import signing
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from presence.conf import app_settings
 from presence.errors import InvalidToken
@@ -52,32 +59,112 @@ def user_pk(identity: str) -> str | None:
     return identity[5:] if identity.startswith("user:") else None
 
 
-def _reader_key() -> bytes:
-    secret = app_settings.READER_SECRET or ("presence.reader:" + settings.SECRET_KEY)
-    return hashlib.sha256(secret.encode()).digest()
+@functools.lru_cache(maxsize=4)
+def _keys(secret: str) -> tuple[bytes, bytes]:
+    """The reader-id keys of a secret: one for the site-wide id, one to derive each room's."""
+    return (
+        hashlib.sha256(secret.encode()).digest(),
+        hashlib.sha256(("presence.reader.room:" + secret).encode()).digest(),
+    )
 
 
-def reader_id(identity: str) -> str:
-    """Opaque, stable, non-reversible id of an identity, safe to broadcast."""
-    digest = hmac.new(_reader_key(), identity.encode(), hashlib.sha256).digest()
-    return digest[:12].hex()
+def _reader_keys() -> tuple[bytes, bytes]:
+    return _keys(app_settings.READER_SECRET or ("presence.reader:" + settings.SECRET_KEY))
 
 
-def address_key(address: str) -> str:
-    """A keyed hash of a client address: what is counted or throttled per address, so that
-    no raw IP address is kept in memory, caches or Redis."""
-    key = ("presence.address:" + settings.SECRET_KEY).encode()
-    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
+def reader_id(identity: str, room: str | None = None) -> str:
+    """Opaque, stable, non-reversible id of an identity, safe to broadcast: in ``room``, the
+    id other readers of that room see (a different one in every room); without, the site-wide
+    id the reader alone is told (``hello.reader``), which is no room's id."""
+    site, rooms_key = _reader_keys()
+    if room is None:
+        key = site
+    else:
+        key = hmac.new(rooms_key, room.encode(), hashlib.sha256).digest()
+    return hmac.new(key, identity.encode(), hashlib.sha256).digest()[:12].hex()
 
 
-def make_token(user: object) -> str:
-    """A signed, expiring token that lets a page re-key its connection to this user."""
-    return signing.dumps({"u": str(user.pk)}, salt=app_settings.TOKEN_SALT, compress=False)
+# -- identity tokens ---------------------------------------------------------------------
+#
+# A token names a user, a digest of the user's session auth hash when it was made (a password
+# change makes it stale, as it logs out Django's sessions) and the Django session it was made
+# for, encrypted: ``identify`` refuses it once that session has ended (logout), its user is
+# gone or inactive, or its hash no longer matches, exactly as Django refuses the session
+# cookie. The session key is encrypted because the page's JavaScript sees the token, and the
+# key is what an HttpOnly cookie keeps from it: a keystream of HMAC-SHA256 blocks (a PRF in
+# counter mode) under a random nonce, then the whole payload signed (``django.core.signing``).
+
+TOKEN_MAX_LENGTH = 2048
+_NONCE = 16
 
 
-def identity_from_token(token: object) -> str:
-    """The ``user:<pk>`` identity a token vouches for; raises InvalidToken."""
-    if not isinstance(token, str) or not token or len(token) > 512 or not token.isascii():
+def _stream(nonce: bytes, length: int) -> bytes:
+    key = hashlib.sha256(("presence.token.session:" + settings.SECRET_KEY).encode()).digest()
+    blocks = (hmac.new(key, nonce + n.to_bytes(4, "big"), hashlib.sha256).digest() for n in range(length // 32 + 1))
+    return b"".join(blocks)[:length]
+
+
+def _seal(session_key: str) -> str:
+    nonce = secrets.token_bytes(_NONCE)
+    plain = session_key.encode()
+    sealed = bytes(a ^ b for a, b in zip(plain, _stream(nonce, len(plain)), strict=True))
+    return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+
+def _open(sealed: str) -> str:
+    raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    nonce, body = raw[:_NONCE], raw[_NONCE:]
+    if len(nonce) < _NONCE or not body:
+        raise ValueError("sealed session too short")
+    return bytes(a ^ b for a, b in zip(body, _stream(nonce, len(body)), strict=True)).decode()
+
+
+def _auth_digest(auth_hash: str) -> str:
+    return salted_hmac("presence.token.auth", auth_hash).hexdigest()[:32]
+
+
+def make_token(user: object, session: object) -> str:
+    """A signed, expiring token that lets a page re-key its connection to this user, valid
+    while ``session`` (the request's Django session, which signed the user in) is."""
+    session_key = getattr(session, "session_key", None)
+    if not session_key:
+        raise ValueError("an identity token needs the signed-in request's saved session")
+    payload = {"u": str(user.pk), "h": _auth_digest(user.get_session_auth_hash()), "s": _seal(session_key)}
+    return signing.dumps(payload, salt=app_settings.TOKEN_SALT, compress=False)
+
+
+def _session_user(session_key: str, pk: str, digest: str) -> bool:
+    """Whether the session still signs in user ``pk`` with the auth hash the token was made
+    with. Read-only: unlike ``django.contrib.auth.get_user`` it never flushes or cycles the
+    session, which belongs to the browser's cookie, not to this check."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        session_pk = store[auth.SESSION_KEY]
+        backend_path = store[auth.BACKEND_SESSION_KEY]
+    except KeyError:
+        return False  # signed out, expired or never there
+    if str(session_pk) != pk or backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return False
+    try:
+        user = auth.load_backend(backend_path).get_user(auth.get_user_model()._meta.pk.to_python(pk))
+    except Exception:  # a pk the user model cannot take
+        return False
+    if user is None:  # deleted, or refused by the backend (inactive)
+        return False
+    current = user.get_session_auth_hash()
+    stored = store.get(auth.HASH_SESSION_KEY) or ""
+    hashes = [current, *user.get_session_auth_fallback_hash()]
+    if not any(constant_time_compare(stored, h) for h in hashes):
+        return False
+    return constant_time_compare(digest, _auth_digest(current))
+
+
+_session_user_async = database_sync_to_async(_session_user)
+
+
+def _unsign(token: object) -> tuple[str, str, str]:
+    """The (user pk, auth digest, session key) a token carries; raises InvalidToken."""
+    if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
         raise InvalidToken("token must be a non-empty string")
     try:
         data = signing.loads(token, salt=app_settings.TOKEN_SALT, max_age=app_settings.TOKEN_MAX_AGE)
@@ -85,6 +172,19 @@ def identity_from_token(token: object) -> str:
         raise InvalidToken("token expired") from exc
     except signing.BadSignature as exc:
         raise InvalidToken("token signature is invalid") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("u"), str):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("u", "h", "s")):
         raise InvalidToken("token payload is invalid")
-    return for_user(data["u"])
+    try:
+        session_key = _open(data["s"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidToken("token payload is invalid") from exc
+    return data["u"], data["h"], session_key
+
+
+async def identity_from_token(token: object) -> str:
+    """The ``user:<pk>`` identity a token vouches for, checked against the database (its
+    session, user and password hash); raises InvalidToken."""
+    pk, digest, session_key = _unsign(token)
+    if not await _session_user_async(session_key, pk, digest):
+        raise InvalidToken("token's sign-in has ended")
+    return for_user(pk)

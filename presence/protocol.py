@@ -21,6 +21,7 @@ from presence.store.base import RoomState
 CLOSE_TOO_BIG = 1009
 CLOSE_FLOOD = 4008
 CLOSE_SILENT = 4002
+CLOSE_TOO_MANY_READERS = 4029  # extension: `identify` to a reader its address has no room for
 
 REF_MAX_LENGTH = 32
 # Live ranking (extension, docs/protocol.md "Live ranking"): rooms one subscription may ask for.
@@ -107,6 +108,7 @@ def parse(text: str | None, *, binary: bool = False) -> Command:
             raise BadMessage("'position' must be a number in [0, 1]", ref) from None
         if not math.isfinite(position) or not 0.0 <= position <= 1.0:
             raise BadMessage("'position' must be a number in [0, 1]", ref)
+        position += 0.0  # -0.0 becomes 0.0: stored and sent as 0, never "-0.0"
         name = None
         if frame.get("name") is not None:
             name = clean_name(_string(frame, "name", ref))
@@ -155,14 +157,18 @@ def online(count: int) -> dict[str, Any]:
     return {"type": "online", "count": count}
 
 
-def room_state(state: RoomState) -> dict[str, Any]:
-    return {
+def room_state(state: RoomState, you: str | None = None) -> dict[str, Any]:
+    """A room's state; ``you`` is the receiver's own reader id in that room (protocol 1.1)."""
+    frame = {
         "type": "room_state",
         "room": state.room,
         "count": state.count,
         "readers": [r.as_dict() for r in state.readers],
         "histogram": state.histogram,
     }
+    if you is not None:
+        frame["you"] = you
+    return frame
 
 
 def ranking(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,34 +4,44 @@ from __future__ import annotations
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
-from channels.security.websocket import OriginValidator
-from django.conf import settings
+from channels.security.websocket import WebsocketDenier
 from django.urls import path
 
-from presence.conf import app_settings
+from presence import origins
 from presence.consumers import PresenceConsumer
 
 websocket_urlpatterns = [path("ws/presence/", PresenceConsumer.as_asgi())]
 
 
-class PresenceOriginValidator(OriginValidator):
-    """Refuses handshakes (HTTP 403) whose Origin is not an allowed host; read per request,
-    so ``override_settings`` and ``PRESENCE_ALLOWED_ORIGINS`` apply without a restart."""
+class PresenceOriginValidator:
+    """Refuses handshakes (HTTP 403) whose Origin is not a page of this site (scheme, host and
+    port: ``presence/origins.py``); read per request, so ``override_settings`` and
+    ``PRESENCE_ALLOWED_ORIGINS`` apply without a restart."""
 
     def __init__(self, application):
         self.application = application
 
-    @property
-    def allowed_origins(self) -> list[str]:
-        hosts = list(settings.ALLOWED_HOSTS) or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        return hosts + list(app_settings.ALLOWED_ORIGINS)
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            raise ValueError("PresenceOriginValidator serves WebSocket connections only")
+        if origins.scope_allowed(scope):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
 
-    def valid_origin(self, parsed_origin) -> bool:
-        if parsed_origin is None:
-            return app_settings.ALLOW_NO_ORIGIN
-        return self.validate_origin(parsed_origin)
+
+def close_invalid_text_with_1007() -> None:
+    """Make Daphne close a connection that sends invalid UTF-8 in a text frame with 1007 (RFC 6455,
+    section 8.1), as autobahn does once its ``failByDrop`` option is off, instead of dropping the
+    TCP connection. Daphne sets no such option on its factory, and autobahn copies options onto
+    each connection only where the protocol class has none of its own (``_connectionMade``)."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # another ASGI server: it closes with 1007 on its own
+        return
+    WebSocketProtocol.failByDrop = False
 
 
 def websocket_application():
     """The ``websocket`` entry of the project's ``ProtocolTypeRouter``."""
+    close_invalid_text_with_1007()
     return PresenceOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

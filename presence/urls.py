@@ -15,4 +15,6 @@ urlpatterns = [
     path("history/", api.HistoryView.as_view(), name="history"),
     path("history/ranking/", api.ArticleRankingView.as_view(), name="article-ranking"),
     path("peaks/", api.PeaksView.as_view(), name="peaks"),
+    path("schema/", api.SchemaView.as_view(), name="schema"),
+    path("docs/", api.DocsView.as_view(), name="docs"),
 ]

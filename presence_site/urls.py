@@ -2,7 +2,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from presence import api as presence_api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,7 +15,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/presence/", include("presence.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/schema/", presence_api.SchemaView.as_view(), name="schema"),
+    path("api/docs/", presence_api.DocsView.as_view(url_name="schema"), name="api-docs"),
     path("", include("blog.urls")),
 ]

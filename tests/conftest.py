@@ -294,6 +294,34 @@ def user_cookie(make_user):
 
 
 @pytest.fixture
+def signed_in_browser(db):
+    """``await signed_in_browser(user)`` -> a Django test ``Client`` signed in as the user (a
+    browser with a session cookie of its own) and the identity token a page of it gets from
+    ``GET /api/presence/token/``."""
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    def sign_in(user):
+        browser = Client()
+        browser.force_login(user)
+        response = browser.get("/api/presence/token/")
+        assert response.status_code == 200, response.content
+        return browser, response.json()["token"]
+
+    return sync_to_async(sign_in)
+
+
+@pytest.fixture
+def user_token(signed_in_browser):
+    """``await user_token(user)`` -> an identity token of a fresh signed-in session of the user."""
+
+    async def make(user) -> str:
+        return (await signed_in_browser(user))[1]
+
+    return make
+
+
+@pytest.fixture
 async def articles(db):
     from asgiref.sync import sync_to_async
 

@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SETTINGS = "tests.process_settings"
 APPLICATION = "presence_site.asgi:application"
-ORIGIN = "http://localhost"
+ORIGIN = "http://localhost"  # what raw test clients send (allowed by tests/process_settings.py)
+
+
+def origin_of(url: str) -> str:
+    """The origin of a page served by the server of a WebSocket URL (``ws://h:p/...`` -> ``http://h:p``)."""
+    scheme, rest = url.split("://", 1)
+    return ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
 
 
 def free_port() -> int:
@@ -78,9 +84,10 @@ class DaphneServer:
     outlives the test. Its output goes to a log file, shown when it fails to start.
     """
 
-    def __init__(self, env: dict[str, str], name: str = "daphne", start_timeout: float = 20.0):
+    def __init__(self, env: dict[str, str], name: str = "daphne", start_timeout: float = 20.0, args: tuple = ()):
         self.env = env
         self.name = name
+        self.args = tuple(args)  # more Daphne options, e.g. ("--proxy-headers",)
         self.start_timeout = start_timeout
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -97,7 +104,7 @@ class DaphneServer:
     def start(self) -> DaphneServer:
         for _attempt in range(3):  # a free port may be taken between probing and binding it
             self.port = free_port()
-            command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), APPLICATION]
+            command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), *self.args, APPLICATION]
             self.proc = subprocess.Popen(
                 command,
                 cwd=ROOT,
@@ -186,12 +193,14 @@ class DaphneServer:
 
 
 class Client:
-    """A protocol client over a real WebSocket; remembers the last ``online`` and room counts it saw."""
+    """A protocol client over a real WebSocket; remembers the last ``online`` and room counts it saw,
+    its site-wide reader id (``reader``) and its id in each room it joined (``you``, protocol 1.1)."""
 
     def __init__(self, ws, name: str = "client"):
         self.ws = ws
         self.name = name
         self.reader: str | None = None
+        self.you: dict[str, str] = {}
         self.heartbeat: float | None = None
         self.online: int | None = None
         self.counts: dict[str, int] = {}
@@ -199,8 +208,8 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str, session: str | None = None, name: str | None = None, **kwargs) -> Client:
-        """Open a connection (Origin ``http://localhost`` unless given) and read its ``hello``."""
-        kwargs.setdefault("origin", ORIGIN)
+        """Open a connection (Origin: the server's own page origin unless given) and read its ``hello``."""
+        kwargs.setdefault("origin", origin_of(url))
         kwargs.setdefault("open_timeout", 10)
         target = url + (f"?session={session}" if session else "")
         client = cls(await websockets.connect(target, **kwargs), name=name or session or "client")
@@ -222,6 +231,8 @@ class Client:
             self.online = frame["count"]
         elif kind in ("room", "room_state"):
             self.counts[frame["room"]] = frame["count"]
+            if "you" in frame:
+                self.you[frame["room"]] = frame["you"]
         return frame
 
     async def wait_for_frame(self, predicate: Callable[[dict], bool], timeout: float = 10.0) -> dict:  # noqa: ASYNC109

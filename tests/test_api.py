@@ -300,11 +300,34 @@ def test_token_is_refused_to_anonymous(client):
     assert response.json()["detail"]
 
 
+def test_token_takes_no_password(client, user):
+    """The token is for a signed-in page's session: HTTP basic credentials are never checked,
+    so the endpoint is no password oracle (200 guesses: no login attempt at all, all 403)."""
+    import base64
+
+    from django.contrib.auth.signals import user_login_failed
+
+    attempts = []
+    user_login_failed.connect(receiver := lambda **kwargs: attempts.append(kwargs), weak=False)
+    try:
+        codes = Counter(
+            client.get(f"{API}token/", HTTP_AUTHORIZATION="Basic " + base64.b64encode(
+                f"{user.username}:guess{n}".encode()).decode()).status_code
+            for n in range(200)
+        )
+    finally:
+        user_login_failed.disconnect(receiver)
+    assert codes == Counter({403: 200})
+    assert attempts == []
+    right = "Basic " + base64.b64encode(f"{user.username}:pw".encode()).decode()
+    assert client.get(f"{API}token/", HTTP_AUTHORIZATION=right).status_code == 403
+
+
 def test_token_vouches_for_the_signed_in_user(user_client, user):
     response = user_client.get(f"{API}token/")
     assert response.status_code == 200
     assert set(response.json()) == {"token"}
-    assert identity.identity_from_token(response.json()["token"]) == identity.for_user(user.pk)
+    assert async_to_sync(identity.identity_from_token)(response.json()["token"]) == identity.for_user(user.pk)
     assert "no-store" in response["Cache-Control"]
 
 
@@ -492,6 +515,44 @@ def test_anonymous_clients_are_throttled_over_the_public_endpoints(client, user_
         assert {user_client.get(f"{API}online/").status_code for _ in range(5)} == {200}
 
 
+def statuses(client, requests: list[dict]) -> Counter:
+    return Counter(client.get(f"{API}online/", **headers).status_code for headers in requests)
+
+
+def test_a_new_x_forwarded_for_per_request_does_not_escape_the_throttle(client, request):
+    """200 requests from one address, each claiming another address in X-Forwarded-For: the
+    header of a peer that is no trusted proxy is ignored, so 120 pass and 80 are throttled."""
+    presence.store.set_store(make_store("memory", request))
+    spoofed = [{"REMOTE_ADDR": "192.0.2.10", "HTTP_X_FORWARDED_FOR": f"198.51.100.{n % 250}, 10.{n}.0.1"}
+               for n in range(200)]
+    assert statuses(client, spoofed) == Counter({200: 120, 429: 80})
+    assert statuses(client, [{"REMOTE_ADDR": "192.0.2.11"}]) == Counter({200: 1})  # another client
+
+
+def test_a_trusted_proxys_forwarded_address_is_the_client(client, request):
+    """Behind a trusted proxy (which appends the address it saw), each client has a budget of
+    its own, and what a client writes into the header itself still changes nothing."""
+    presence.store.set_store(make_store("memory", request))
+    with override_settings(PRESENCE_TRUSTED_PROXIES=["10.0.0.0/24"], PRESENCE_API_THROTTLE_RATE="5/min"):
+        presence.store.set_store(make_store("memory", request))  # overriding settings reset it
+        via_proxy = [{"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": f"203.0.113.{n}, 198.51.100.7"}
+                     for n in range(10)]
+        assert statuses(client, via_proxy) == Counter({200: 5, 429: 5})
+        other = [{"REMOTE_ADDR": "10.0.0.3", "HTTP_X_FORWARDED_FOR": "198.51.100.8"}] * 5
+        assert statuses(client, other) == Counter({200: 5})
+        # The proxy's own address is not a client: requests without the header share its budget.
+        assert statuses(client, [{"REMOTE_ADDR": "10.0.0.2"}] * 6) == Counter({200: 5, 429: 1})
+
+
+def test_ipv6_clients_are_throttled_by_their_64_network(client, request):
+    presence.store.set_store(make_store("memory", request))
+    with override_settings(PRESENCE_API_THROTTLE_RATE="4/min"):
+        presence.store.set_store(make_store("memory", request))
+        same_host = [{"REMOTE_ADDR": f"2001:db8:1:2::{n:x}"} for n in range(1, 7)]
+        assert statuses(client, same_host) == Counter({200: 4, 429: 2})
+        assert statuses(client, [{"REMOTE_ADDR": "2001:db8:1:3::1"}]) == Counter({200: 1})
+
+
 def test_throttling_can_be_turned_off(client, request):
     with override_settings(PRESENCE_API_THROTTLE_RATE=None):
         presence.store.set_store(make_store("memory", request))
@@ -501,8 +562,8 @@ def test_throttling_can_be_turned_off(client, request):
 # -- schema and docs -------------------------------------------------------------------------
 
 
-def test_schema_documents_every_endpoint_and_its_parameters(client):
-    response = client.get("/api/schema/", {"format": "json"})
+def test_schema_documents_every_endpoint_and_its_parameters(staff_client):
+    response = staff_client.get("/api/schema/", {"format": "json"})
     assert response.status_code == 200
     schema = response.json()
     paths = schema["paths"]
@@ -524,8 +585,24 @@ def test_schema_documents_every_endpoint_and_its_parameters(client):
     assert set(reader["properties"]) == READER_KEYS
 
 
-def test_docs_page_serves_its_assets_itself(client):
-    response = client.get("/api/docs/")
+@pytest.mark.parametrize("prefix", ["/api/", API])  # the demo's URLs, and the app's own for any host
+def test_schema_and_docs_are_for_staff_with_debug_off(client, user_client, staff_client, prefix):
+    schema, docs = f"{prefix}schema/", f"{prefix}docs/"
+    for url in (schema, docs):
+        assert client.get(url).status_code == 403, url
+        assert user_client.get(url).status_code == 403, url
+        assert staff_client.get(url).status_code == 200, url
+    with override_settings(PRESENCE_PUBLIC_API_DOCS=True):
+        assert client.get(schema, {"format": "json"}).json()["paths"]
+        assert client.get(docs).status_code == 200
+    with override_settings(DEBUG=True):
+        assert client.get(schema).status_code == 200
+    with override_settings(DEBUG=True, PRESENCE_PUBLIC_API_DOCS=False):
+        assert client.get(schema).status_code == 403
+
+
+def test_docs_page_serves_its_assets_itself(staff_client):
+    response = staff_client.get("/api/docs/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
@@ -551,7 +628,8 @@ def test_schemathesis_finds_no_server_errors(staff_client, store, blog_articles)
     put(store, room_of(blog_articles[0]), "r1", position=0.5)
     session(room_of(blog_articles[0]), 5)
     app = get_wsgi_application()
-    schema = schemathesis.openapi.from_wsgi("/api/schema/", app)
+    with override_settings(PRESENCE_PUBLIC_API_DOCS=True):
+        schema = schemathesis.openapi.from_wsgi("/api/schema/", app)
     cookies = {"sessionid": staff_client.cookies["sessionid"].value}
 
     operations = [result.ok() for result in schema.get_all_operations()]

@@ -48,7 +48,7 @@ def session_row(room: str, reader_id: str, **fields) -> ReadingSession:
 
 def test_records_into_the_latest_session(client, article):
     room = f"article:{article.pk}"
-    reader = identity.reader_id(identity.for_session(SESSION))
+    reader = identity.reader_id(identity.for_session(SESSION), room)  # its id in that room, as history has it
     old = session_row(room, reader, started_at=timezone.now() - timedelta(hours=1), furthest_position=0.2)
     latest = session_row(room, reader)
     response = post(client, {"session": SESSION, "room": room, "position": 0.8})
@@ -67,7 +67,7 @@ def test_records_into_the_latest_session(client, article):
 
 def test_kept_in_the_cache_when_the_row_is_not_written_yet(client, article):
     room = f"article:{article.pk}"
-    reader = identity.reader_id(identity.for_session(SESSION))
+    reader = identity.reader_id(identity.for_session(SESSION), room)
     session_row(room, reader, started_at=timezone.now() - timedelta(days=2))  # too old to be "this" session
     assert post(client, {"session": SESSION, "room": room, "position": 1}).status_code == 204
     assert history.final_position(room, reader) == 1.0
@@ -80,7 +80,7 @@ def test_signed_in_user_is_the_identity(client, article, django_user_model):
     user = django_user_model.objects.create_user("bea", password="pw")
     client.force_login(user)
     room = f"article:{article.pk}"
-    row = session_row(room, identity.reader_id(identity.for_user(user.pk)))
+    row = session_row(room, identity.reader_id(identity.for_user(user.pk), room))
     # No CSRF token (a beacon cannot send one), and the session field is ignored.
     client.handler.enforce_csrf_checks = True
     assert post(client, {"session": SESSION, "room": room, "position": 0.9}).status_code == 204
@@ -124,7 +124,13 @@ def test_bad_input_is_400_with_a_message(client, article, body, message):
         ("null", None, 403),
         (None, "http://evil.example/articles/x/", 403),
         (None, "http://localhost/articles/x/", 204),
-        ("http://localhost:8000", None, 204),
+        ("http://testserver", None, 204),  # the page's own origin (the test client's host)
+        # Scheme and port count, not the host alone (docs/security.md, "Origins"):
+        ("http://localhost:8000", None, 403),
+        ("http://testserver:1", None, 403),
+        ("ftp://localhost", None, 403),
+        (None, "ftp://localhost/articles/x/", 403),
+        (None, "http://localhost:1/articles/x/", 403),
     ],
 )
 def test_origin_or_referer_must_be_allowed(client, article, origin, referer, status):
@@ -132,10 +138,30 @@ def test_origin_or_referer_must_be_allowed(client, article, origin, referer, sta
     assert post(client, body, origin=origin, referer=referer).status_code == status
 
 
-@override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example"])
+@override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example", "http://127.0.0.1:1"])
 def test_allowed_origins_setting(client, article):
     body = {"session": SESSION, "room": f"article:{article.pk}", "position": 0.5}
     assert post(client, body, origin="https://blog.example").status_code == 204
+    assert post(client, body, origin="http://127.0.0.1:1").status_code == 204  # listed with its port
+    assert post(client, body, origin="http://blog.example").status_code == 403  # listed for https only
+    assert post(client, body, origin="https://blog.example:8443").status_code == 403
+
+
+@override_settings(ALLOWED_HOSTS=["blog.example"], SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
+def test_behind_a_tls_proxy_only_https_pages_may_send(client, article):
+    body = json.dumps({"session": SESSION, "room": f"article:{article.pk}", "position": 0.5})
+    secure = {"HTTP_HOST": "blog.example", "HTTP_X_FORWARDED_PROTO": "https", "content_type": "text/plain"}
+    assert client.post(URL, body, HTTP_ORIGIN="https://blog.example", **secure).status_code == 204
+    assert client.post(URL, body, HTTP_ORIGIN="http://blog.example", **secure).status_code == 403
+
+
+def test_a_position_of_minus_zero_is_recorded_as_zero(client, article):
+    room = f"article:{article.pk}"
+    row = session_row(room, identity.reader_id(identity.for_session(SESSION), room))
+    assert post(client, '{"session": "abcdefgh12345678", "room": "ROOM", "position": -0.0}'.replace(
+        "ROOM", room)).status_code == 204
+    row.refresh_from_db()
+    assert str(row.last_position) == "0.0" and str(history.final_position(room, row.reader_id)) == "0.0"
 
 
 @override_settings(PRESENCE_API_THROTTLE_RATE="2/min")

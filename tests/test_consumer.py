@@ -80,14 +80,14 @@ async def test_signed_in_user_is_the_user_whatever_session_says(ws, user_cookie)
     assert hello_b["online"] == 1
 
 
-async def test_identify_with_token_merges_anonymous_tab_into_user(ws, user_cookie, make_user):
+async def test_identify_with_token_merges_anonymous_tab_into_user(ws, user_cookie, make_user, user_token):
     user = await make_user("bob")
     cookie = await user_cookie("bob")
     signed_in = await ws(session="bobsession01", cookie=cookie)
     anon = await ws(session="anonsession1")
     reader = (await signed_in.receive_json_from())["reader"]
     assert (await anon.receive_json_from())["online"] == 2
-    await anon.send_json_to({"type": "identify", "token": identity.make_token(user)})
+    await anon.send_json_to({"type": "identify", "token": await user_token(user)})
     hello = await anon.receive_json_from()
     assert hello == {**hello, "type": "hello", "reader": reader, "online": 1}
 
@@ -95,24 +95,32 @@ async def test_identify_with_token_merges_anonymous_tab_into_user(ws, user_cooki
 async def test_identify_with_new_session_rekeys_and_keeps_rooms(ws, hub, article):
     client = await ws(session="firstsession")
     watcher = await ws(session="watchersess1")
-    old = (await client.receive_json_from())["reader"]
+    old_site = (await client.receive_json_from())["reader"]
     await watcher.receive_json_from()
     room = f"article:{article.pk}"
+    ids = {}
     for c in (client, watcher):
         await c.send_json_to({"type": "join", "room": room})
-        await c.receive_json_from()
+        ids[c] = (await c.receive_json_from())["you"]
+    old = ids[client]
     await client.send_json_to({"type": "progress", "room": room, "position": 0.5})
     await settle(client)
     await hub.tick()
     await drain(watcher, client)
     await client.send_json_to({"type": "identify", "session": "secondsession"})
     hello = await client.receive_json_from()
-    assert hello["reader"] == identity.reader_id("anon:secondsession") != old
+    assert hello["reader"] == identity.reader_id("anon:secondsession") != old_site
+    # Protocol 1.1: a new room_state for each joined room tells the connection its new id there.
+    state = await client.receive_json_from()
+    new = identity.reader_id("anon:secondsession", room)
+    assert (state["type"], state["room"], state["you"]) == ("room_state", room, new)
+    assert new not in (old, hello["reader"])
+    assert [(r["id"], r["position"]) for r in state["readers"] if r["id"] == new] == [(new, 0.5)]
     await hub.tick()
     frame = await watcher.receive_json_from()
     assert frame["count"] == 2
     assert frame["left"] == [old]
-    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(hello["reader"], 0.5)]
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(new, 0.5)]
 
 
 @pytest.mark.parametrize(
@@ -129,16 +137,16 @@ async def test_identify_with_garbage_token(ws, token):
     assert reply["ref"] == "t1"
 
 
-async def test_forged_expired_and_other_site_tokens_are_refused(ws, make_user):
+async def test_forged_expired_and_other_site_tokens_are_refused(ws, make_user, user_token):
     user = await make_user("carol")
     client = await ws(session="carolsession")
     before = (await client.receive_json_from())["reader"]
-    good = identity.make_token(user)
+    good = await user_token(user)
     forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     with override_settings(SECRET_KEY="another-site-entirely-" + "x" * 40):
-        other_site = identity.make_token(user)
+        other_site = await user_token(user)
     with mock.patch("time.time", return_value=1_000_000.0):
-        expired = identity.make_token(user)
+        expired = await user_token(user)
     unsigned = signing.dumps({"u": str(user.pk)}, salt="some.other.salt")
     for token in (forged, other_site, expired, unsigned):
         await client.send_json_to({"type": "identify", "token": token})
@@ -147,7 +155,7 @@ async def test_forged_expired_and_other_site_tokens_are_refused(ws, make_user):
     await client.send_json_to({"type": "ping"})
     assert (await client.receive_json_from())["type"] == "pong"
     with pytest.raises(InvalidToken):
-        identity.identity_from_token(expired)
+        await identity.identity_from_token(expired)
     # Still the anonymous reader it was.
     await client.send_json_to({"type": "identify", "session": "carolsession"})
     assert (await client.receive_json_from())["reader"] == before
@@ -178,7 +186,9 @@ async def test_join_answers_room_state_including_self(ws, article):
     assert state["type"] == "room_state"
     assert state["room"] == room
     assert state["count"] == 1
-    assert [r["id"] for r in state["readers"]] == [reader]
+    # Protocol 1.1: "you" is the reader's id in this room, never its site id from `hello`.
+    assert state["you"] == identity.reader_id("anon:joinsession1", room) != reader
+    assert [r["id"] for r in state["readers"]] == [state["you"]]
     assert state["readers"][0]["position"] is None
     assert state["histogram"] == [1] + [0] * 19
 
@@ -257,11 +267,13 @@ async def test_per_room_counts_are_distinct_readers(ws, articles, hub):
 async def test_leave_sends_left_and_frees_the_slot(ws, article, hub):
     room = f"article:{article.pk}"
     a, b = await ws(session="leaverAAAAAA"), await ws(session="stayerBBBBBB")
-    reader_a = (await a.receive_json_from())["reader"]
+    await a.receive_json_from()
     await b.receive_json_from()
+    you = {}
     for c in (a, b):
         await c.send_json_to({"type": "join", "room": room})
-        await c.receive_json_from()
+        you[c] = (await c.receive_json_from())["you"]
+    reader_a = you[a]
     await hub.tick()
     await drain(a, b)
     await a.send_json_to({"type": "leave", "room": room})
@@ -464,11 +476,13 @@ async def test_a_closed_connection_is_no_longer_subscribed(ws, hub):
 async def test_progress_frames_within_a_tick_coalesce_into_one_room_frame(ws, article, hub, clock):
     room = f"article:{article.pk}"
     reader, watcher = await ws(session="scrollerAAAA"), await ws(session="watcherBBBBB")
-    me = (await reader.receive_json_from())["reader"]
+    await reader.receive_json_from()
     await watcher.receive_json_from()
+    you = {}
     for c in (reader, watcher):
         await c.send_json_to({"type": "join", "room": room})
-        await c.receive_json_from()
+        you[c] = (await c.receive_json_from())["you"]
+    me = you[reader]
     await hub.tick()
     await drain(watcher, reader)
     for i in range(1, 9):
@@ -504,7 +518,7 @@ async def test_newest_update_wins_across_tabs(ws, article, hub, clock):
     await late.send_json_to({"type": "join", "room": room})
     state = await late.receive_json_from()
     assert state["count"] == 2
-    mine = [r for r in state["readers"] if r["id"] == identity.reader_id("anon:twotabs00002")]
+    mine = [r for r in state["readers"] if r["id"] == identity.reader_id("anon:twotabs00002", room)]
     assert len(mine) == 1
     assert mine[0]["position"] == 0.3 and mine[0]["name"] == "Tab one"
 
@@ -538,6 +552,24 @@ async def test_histogram_covers_everyone_and_readers_are_capped(ws, article, hub
     assert len(state["readers"]) == 3
     updated = [r["updated_at"] for r in state["readers"]]
     assert updated == sorted(updated, reverse=True)
+
+
+async def test_a_position_of_minus_zero_is_stored_and_sent_as_zero(ws, article, hub):
+    room = f"article:{article.pk}"
+    writer, watcher = await ws(session="minuszero001"), await ws(session="minuszero002")
+    for client in (writer, watcher):
+        await client.receive_json_from()
+        await client.send_json_to({"type": "join", "room": room})
+        await client.receive_json_from()
+    await hub.tick()
+    await drain(writer, watcher)
+    await writer.send_to(text_data=f'{{"type": "progress", "room": "{room}", "position": -0.0}}')
+    await settle(writer)
+    await hub.tick()
+    text = (await watcher.receive_output())["text"]
+    assert '"position":0.0' in text and "-0" not in text
+    stored = [r.position for r in (await hub.store.room_state(room)).readers if r.position is not None]
+    assert [str(p) for p in stored] == ["0.0"]
 
 
 @pytest.mark.parametrize("position", [-0.01, 1.01, "0.5", None, True, [0.5], 10**400, 1e308 * 10])
@@ -762,10 +794,65 @@ async def test_foreign_or_missing_origin_is_refused(ws, origin):
     assert not connected  # Daphne answers this with HTTP 403 (see test_processes.py)
 
 
+async def handshake(origin: str, host: str | None, scheme: str = "ws", headers: tuple = ()) -> bool:
+    from channels.testing import WebsocketCommunicator
+
+    from presence.routing import websocket_application
+
+    sent = [(b"origin", origin.encode()), *((b"host", host.encode()),) * bool(host), *headers]
+    client = WebsocketCommunicator(websocket_application(), "/ws/presence/?session=originsess09", headers=sent)
+    client.scope["scheme"] = scheme
+    connected, _ = await client.connect()
+    await client.disconnect()
+    return connected
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme", "accepted"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", "ws", True),  # the page's own origin
+        ("http://localhost:8000", "127.0.0.1:8000", "ws", True),  # another allowed host, same port
+        ("https://127.0.0.1:8000", "127.0.0.1:8000", "ws", True),  # https is never weaker
+        ("http://127.0.0.1:1", "127.0.0.1:8000", "ws", False),  # another port
+        ("http://127.0.0.1", "127.0.0.1:8000", "ws", False),
+        ("ftp://localhost", "localhost", "ws", False),  # another scheme
+        ("ftp://localhost:8000", "localhost:8000", "ws", False),
+        ("ws://localhost", "localhost", "ws", False),
+        ("http://localhost", "localhost", "wss", False),  # an http page must not drive wss
+        ("https://localhost", "localhost", "wss", True),
+        ("https://localhost:443", "localhost", "wss", True),  # the default port, spelled out
+        ("http://evil.example", "localhost", "ws", False),
+        ("http://localhost.evil.example", "localhost", "ws", False),
+        ("http://localhost:99999", "localhost", "ws", False),  # no such port: malformed
+    ],
+)
+async def test_origins_compare_scheme_and_port_too(hub, origin, host, scheme, accepted):
+    assert await handshake(origin, host, scheme) is accepted
+
+
+async def test_an_ipv6_host_is_its_own_origin(hub):
+    with override_settings(ALLOWED_HOSTS=["[::1]"]):
+        assert await handshake("http://[::1]:8000", "[::1]:8000")
+        assert not await handshake("http://[::1]:8001", "[::1]:8000")
+
+
+async def test_an_https_page_behind_a_tls_proxy_is_its_own_origin(hub):
+    with override_settings(ALLOWED_HOSTS=["blog.example"], SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        proto = ((b"x-forwarded-proto", b"https"),)
+        assert await handshake("https://blog.example", "blog.example", headers=proto)
+        assert not await handshake("http://blog.example", "blog.example", headers=proto)
+        assert await handshake("http://blog.example", "blog.example")  # plain http, no proxy header
+        assert not await handshake("https://blog.example:8443", "blog.example", headers=proto)
+
+
 async def test_origins_allowed_by_setting(ws):
-    with override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example"]):
+    with override_settings(PRESENCE_ALLOWED_ORIGINS=["https://blog.example", "http://127.0.0.1:1", "https://.cdn.example"]):
         client = await ws(session="originsess02", origin=b"https://blog.example")
         assert (await client.receive_json_from())["type"] == "hello"
+        for listed in (b"http://127.0.0.1:1", b"https://static.cdn.example", b"https://cdn.example"):
+            assert await ws(session="originsess04", origin=listed, expect_accept=False), listed
+        for unlisted in (b"http://blog.example", b"https://blog.example:444", b"http://127.0.0.1:2", b"ftp://blog.example"):
+            assert not await ws(session="originsess05", origin=unlisted, expect_accept=False), unlisted
     with override_settings(PRESENCE_ALLOW_NO_ORIGIN=True):
         client = await ws(session="originsess03", origin=None)
         assert (await client.receive_json_from())["type"] == "hello"

@@ -120,11 +120,11 @@ class Truth:
         self.reasons: dict[tuple[str, str], str] = {}
 
     def joined(self, client: Client, room: str) -> None:
-        self.times[(client.reader, room)] = [time.monotonic(), None]
+        self.times[(client.you[room], room)] = [time.monotonic(), None]  # its id in the room (protocol 1.1)
 
     def ended(self, client: Client, room: str, reason: str) -> None:
-        self.times[(client.reader, room)][1] = time.monotonic()
-        self.reasons[(client.reader, room)] = reason
+        self.times[(client.you[room], room)][1] = time.monotonic()
+        self.reasons[(client.you[room], room)] = reason
 
     def durations(self) -> dict[tuple[str, str], float]:
         return {key: left - joined for key, (joined, left) in self.times.items()}
@@ -160,7 +160,7 @@ async def test_presence_lives_through_a_database_outage_and_history_lands_after(
         await observer.wait_until(lambda c: c.counts.get(room) == 4 and c.online == 6)
         await readers[0].send_json(type="progress", room=room, position=0.5)
         await observer.wait_for_frame(
-            lambda f: f["type"] == "room" and any(u["id"] == readers[0].reader and u["position"] == 0.5
+            lambda f: f["type"] == "room" and any(u["id"] == readers[0].you[room] and u["position"] == 0.5
                                                   for u in f["updates"])
         )
 
@@ -235,7 +235,7 @@ async def test_a_backlog_overflow_during_an_outage_is_logged_with_a_count(databa
         rows = await wait_rows(database, lambda rows: len(rows) == 2, timeout=15)
         await asyncio.sleep(1.0)
         output = server.output
-    assert set(rows) == {(reader.reader, room) for reader in readers[3:]}, "the newest sessions are kept"
+    assert set(rows) == {(reader.you[room], room) for reader in readers[3:]}, "the newest sessions are kept"
     assert len(await rows_of(database)) == 2
     assert re.findall(r"backlog full \(PRESENCE_HISTORY_BACKLOG=2\), 1 reading sessions lost \((\d) in all\)",
                       output) == ["1", "2", "3"]

@@ -103,7 +103,8 @@ async def test_clients_on_different_processes_see_each_other_through_nginx(clust
             await client.wait_until(lambda c: c.online == 2 and c.counts.get(room) == 2, timeout=10)
         await two.send_json(type="progress", room=room, position=0.7)
         await one.wait_for_frame(
-            lambda f: f["type"] == "room" and any(u["id"] == two.reader and u["position"] == 0.7 for u in f["updates"]),
+            lambda f: f["type"] == "room"
+            and any(u["id"] == two.you[room] and u["position"] == 0.7 for u in f["updates"]),
             timeout=10,
         )
     finally:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import pytest
 import websockets
 
+from presence import identity
 from presence.store.base import HISTOGRAM_BUCKETS, bucket
 from tests.redis_server import RedisServer
 from tests.servers import ORIGIN, DaphneServer, migrate_database, server_env
@@ -54,7 +55,7 @@ class Tab:
         self.ws = ws
         self.session = session
         self.server = server
-        self.reader: str = hello["reader"]
+        self.reader: str = hello["reader"]  # its site-wide id (online); in rooms: World.reader_of
         self.online: int = hello["online"]
         self.heartbeat: float = hello["heartbeat"]
         self.counts: dict[str, int] = {}
@@ -168,11 +169,13 @@ class World:
     def members(self, room: str) -> set[str]:
         return {tab.session for tab in self.alive() if room in tab.rooms}
 
-    def reader_of(self, session: str) -> str:
-        return next(tab.reader for tab in self.tabs if tab.session == session)
+    @staticmethod
+    def reader_of(session: str, room: str) -> str:
+        """The id a session's reader has in a room (protocol 1.1: one per room)."""
+        return identity.reader_id(identity.for_session(session), room)
 
     def readers(self, room: str) -> dict[str, float | None]:
-        return {self.reader_of(s): self.positions.get((s, room)) for s in self.members(room)}
+        return {self.reader_of(s, room): self.positions.get((s, room)) for s in self.members(room)}
 
     def histogram(self, room: str) -> list[int]:
         histogram = [0] * HISTOGRAM_BUCKETS
@@ -298,7 +301,7 @@ def expected_sessions(world: World) -> list[tuple[str, str, str, str]]:
     groups: dict[tuple[str, str, str], list[Tab]] = {}
     for tab in world.tabs:
         for room in tab.rooms | getattr(tab, "left_rooms", set()):
-            groups.setdefault((tab.server.name, tab.reader, room), []).append(tab)
+            groups.setdefault((tab.server.name, World.reader_of(tab.session, room), room), []).append(tab)
     expected = []
     for (name, reader, room), tabs in groups.items():
         reasons = {"left" if room in getattr(t, "left_rooms", set()) else (t.end_reason or "shutdown") for t in tabs}
@@ -332,6 +335,8 @@ def start_server(site_db, private_redis):
     started: list[DaphneServer] = []
 
     def start(name: str, **tunables: float) -> DaphneServer:
+        # Every tab comes from loopback: the per-address caps (tests/test_hostile.py) are off here.
+        tunables = {"max_readers_per_ip": None, "max_connections_per_ip": None, **tunables}
         server = DaphneServer(server_env(private_redis.url, site_db[0], prefix, **tunables), name=name)
         started.append(server)
         return server.start()
@@ -488,7 +493,7 @@ async def test_redis_lost_under_load_heals_within_one_heartbeat(fault, private_r
             started = time.monotonic()
             future = asyncio.ensure_future(reader.ask(
                 lambda f, w=writer, p=position: f["type"] == "room" and f["room"] == room
-                and any(u["id"] == w.reader and u["position"] == p for u in f["updates"]),
+                and any(u["id"] == World.reader_of(w.session, room) and u["position"] == p for u in f["updates"]),
                 5 * TICK, type="ping",
             ))
             await writer.send(type="progress", room=room, position=position)
@@ -515,7 +520,7 @@ async def test_redis_lost_under_load_heals_within_one_heartbeat(fault, private_r
     for server in servers:
         assert await asyncio.to_thread(server.wait, 20) == 0, server.output[-3000:]
     await close_all(world.tabs)
-    readers = {tab.reader for tab in world.tabs}
+    readers = {World.reader_of(tab.session, room) for tab in world.tabs for room in rooms}
     written = sorted(sessions_by_server(site_db[0], servers, readers))
     expected_rows = sorted(expected_sessions(world))
     assert written == expected_rows, (
@@ -700,11 +705,11 @@ async def test_connect_close_races_leave_exactly_the_truth(start_server, site_db
                               f"rooms={sorted(tab.rooms)} story={tab.story}")
             for room in rooms:
                 held = {k.decode() for key in client.keys(f"*:r:{{{room}}}:n") for k in client.hkeys(key)}
-                members = {world.reader_of(session) for session in world.members(room)}
+                members = {world.reader_of(session, room) for session in world.members(room)}
                 for rid in sorted(held ^ members):
                     print(f"---- {room} reader {rid}: {'stored only' if rid in held else 'truth only'}")
                     for tab in world.tabs:
-                        if tab.reader == rid:
+                        if world.reader_of(tab.session, room) == rid:
                             print(f"     {tab} kind={getattr(tab, 'kind', '?')} live={tab.live} closed={tab.closed} "
                                   f"rooms={sorted(tab.rooms)} story={tab.story}")
             for proc_key in client.keys("*:{g}:on:*"):

@@ -1,10 +1,13 @@
-"""Floods: made-up room names never create state, and the per-address connection cap.
+"""Floods: made-up room names never create state, and the per-address caps on readers and connections.
 
 Already proven elsewhere, not repeated here:
 
 - over the frame rate -> ``rate_limited``, still flooding 5 s later -> close 4008:
   ``tests/test_consumer.py::test_rate_limit_then_close_4008`` (and ``..._forgives_a_client_that_calms_down``);
 - joining rooms in a loop -> ``too_many_rooms``: ``tests/test_consumer.py::test_too_many_rooms``.
+
+- the caps with real Daphne processes, one and two, with and without a proxy in front:
+  ``tests/test_hostile.py``.
 
 Both store backends; the hub's clock is injected, nothing sleeps.
 """
@@ -20,8 +23,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from presence import rooms
+from presence import addresses, protocol, rooms
 from presence.conf import app_settings
+from presence.hub import Hub, TooManyConnections
 from presence.routing import websocket_application
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -122,12 +126,12 @@ async def _ignore(*args) -> None:
     return None
 
 
-# -- PRESENCE_MAX_CONNECTIONS_PER_IP -----------------------------------------------------------
+# -- PRESENCE_MAX_READERS_PER_IP and PRESENCE_MAX_CONNECTIONS_PER_IP ------------------------------
 
 
 @pytest.fixture
 async def connect_from(hub):
-    """``await connect_from("10.0.0.1")`` -> (accepted, communicator), with the scope's client address set."""
+    """``await connect_from("10.0.0.1", session)`` -> (accepted, communicator), with the scope's client address set."""
     app = websocket_application()
     opened = []
 
@@ -145,37 +149,100 @@ async def connect_from(hub):
             await client.disconnect()
 
 
-async def test_connections_per_address_are_capped_and_released(hub, connect_from):
-    with override_settings(PRESENCE_MAX_CONNECTIONS_PER_IP=2):
-        (ok1, a1), (ok2, a2) = await connect_from("10.0.0.1"), await connect_from("10.0.0.1")
+async def test_distinct_readers_per_address_are_capped_and_released(hub, connect_from):
+    with override_settings(PRESENCE_MAX_READERS_PER_IP=2, PRESENCE_MAX_CONNECTIONS_PER_IP=5):
+        key = addresses.address_key("10.0.0.1")
+        ok1, a1 = await connect_from("10.0.0.1", "readerone01")
+        ok2, a2 = await connect_from("10.0.0.1", "readertwo02")
         assert ok1 and ok2
-        ok3, a3 = await connect_from("10.0.0.1")
-        assert not ok3  # closed before accept: HTTP 403 from a server
-        ok_other, other = await connect_from("10.0.0.2")
+        ok3, a3 = await connect_from("10.0.0.1", "readerthree")
+        assert not ok3  # a third reader: closed before accept (HTTP 403 from a server)
+        ok_tab, tab = await connect_from("10.0.0.1", "readerone01")
+        assert ok_tab  # a second tab of a counted reader is no new reader
+        ok_other, other = await connect_from("10.0.0.2", "readerthree")
         assert ok_other  # another address has its own allowance
-        await a3.disconnect()  # the refused one's disconnect must not free a slot it never held
-        ok4, a4 = await connect_from("10.0.0.1")
-        assert not ok4
-        await a4.disconnect()
-        assert sorted(hub.per_address.values()) == [1, 2]
-        assert not any("10.0.0" in key for key in hub.per_address)  # only keyed hashes are kept
+        await a3.disconnect()  # the refused one's disconnect frees nothing it never held
+        assert await hub.store.admitted(key) == (2, 3)
+        assert not any("10.0.0" in k for k, _ in hub.admitted)  # only keyed hashes are kept
 
-        await a1.disconnect()  # a slot comes back when a connection closes
-        ok5, a5 = await connect_from("10.0.0.1")
-        assert ok5
-        assert (await a5.receive_json_from())["type"] == "hello"
-        for client in (a2, a5, other):
+        await a2.disconnect()  # a reader's slot comes back when its last connection closes
+        ok4, a4 = await connect_from("10.0.0.1", "readerthree")
+        assert ok4
+        assert (await a4.receive_json_from())["type"] == "hello"
+        for client in (a1, tab, a4, other):
             await client.disconnect()
-    assert hub.per_address == {}
+    assert hub.admitted == {} and await hub.store.admitted(key) == (0, 0)
 
 
-async def test_no_cap_by_default(hub, connect_from):
-    assert app_settings.MAX_CONNECTIONS_PER_IP is None
-    clients = [await connect_from("10.0.0.9", session=f"nocapsession{n}") for n in range(12)]
-    assert all(ok for ok, _ in clients)
-    assert hub.per_address == {}
-    for _, client in clients:
-        await client.disconnect()
+async def test_connections_per_address_are_capped(hub, connect_from):
+    with override_settings(PRESENCE_MAX_READERS_PER_IP=None, PRESENCE_MAX_CONNECTIONS_PER_IP=3):
+        tabs = [await connect_from("10.0.0.5", "manytabs0001") for _ in range(4)]
+        assert [ok for ok, _ in tabs] == [True, True, True, False]
+        assert not (await connect_from("10.0.0.5", "anotherone01"))[0]
+        await tabs[0][1].disconnect()
+        assert (await connect_from("10.0.0.5", "anotherone01"))[0]
+
+
+async def test_caps_are_on_by_default(hub, connect_from):
+    """50 readers, 200 connections (docs/security.md, "The per-address caps"): a script's 60
+    random sessions from one address make 50 readers; one browser's 250 tabs, 200 connections."""
+    assert (app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP) == (50, 200)
+    accepted = [(await connect_from("10.0.0.9", session=f"randomsess{n:02d}"))[0] for n in range(60)]
+    assert accepted.count(True) == 50 and accepted[50:] == [False] * 10
+    assert await hub.store.online() == 50
+    accepted = [(await connect_from("10.0.0.10", session="onebrowser01"))[0] for _ in range(201)]
+    assert accepted.count(True) == 200 and not accepted[-1]
+
+
+async def test_identify_as_a_reader_the_address_has_no_room_for_closes_4029(hub, connect_from):
+    with override_settings(PRESENCE_MAX_READERS_PER_IP=2):
+        ok, first = await connect_from("10.0.0.7", "firstreader1")
+        ok2, second = await connect_from("10.0.0.7", "secondreader")
+        assert ok and ok2
+        for client in (first, second):
+            await client.receive_json_from()
+        # Re-keying to a reader already counted there, or to one taking the old one's place, is fine.
+        await second.send_json_to({"type": "identify", "session": "firstreader1"})
+        assert (await second.receive_json_from())["type"] == "hello"
+        await second.send_json_to({"type": "identify", "session": "secondreader"})
+        assert (await second.receive_json_from())["type"] == "hello"
+        ok3, third = await connect_from("10.0.0.7", "secondreader")  # a tab of a counted reader
+        assert ok3
+        await third.receive_json_from()
+        # A third reader from a full address: the connection is closed with 4029.
+        await third.send_json_to({"type": "identify", "session": "thirdreader1"})
+        assert await third.receive_output() == {"type": "websocket.close", "code": protocol.CLOSE_TOO_MANY_READERS}
+        assert await hub.store.online() == 2
+        assert await hub.store.admitted(addresses.address_key("10.0.0.7")) == (2, 2)
+
+
+async def test_the_caps_are_site_wide_not_per_process(store_factory, clock):
+    """Two hubs (two server processes) on one store: an address holds the caps across both."""
+    hubs = [Hub(store=store_factory(f"cap-proc-{n}"), autotick=False) for n in range(2)]
+    for hub_ in hubs:
+        hub_.clock = clock
+    try:
+        with override_settings(PRESENCE_MAX_READERS_PER_IP=3, PRESENCE_MAX_CONNECTIONS_PER_IP=4):
+            admitted = []
+            for n in range(8):
+                try:
+                    admitted.append(await hubs[n % 2].admit("10.1.1.1", f"anon:sitewide{n:04d}"))
+                except TooManyConnections:
+                    pass
+            assert len(admitted) == 3
+            await hubs[1].admit("10.1.1.1", "anon:sitewide0001")  # a known reader's 2nd tab
+            with pytest.raises(TooManyConnections):  # the 5th connection, whichever process
+                await hubs[0].admit("10.1.1.1", "anon:sitewide0000")
+            await hubs[0].dismiss(admitted[0])
+            assert await hubs[1].admit("10.1.1.1", "anon:sitewide0007")
+            # A process that dies: its readers' slots come back when the other reaps it.
+            clock.advance(app_settings.PROCESS_TTL + 1)
+            await hubs[1]._beat()
+            key = addresses.address_key("10.1.1.1")
+            assert await hubs[1].store.admitted(key) == (2, 3)
+    finally:
+        for hub_ in hubs:
+            await hub_.stop()
 
 
 async def test_a_flooder_closed_with_4008_frees_its_slot(hub, connect_from, clock):
@@ -190,18 +257,19 @@ async def test_a_flooder_closed_with_4008_frees_its_slot(hub, connect_from, cloc
             if reply["type"] == "websocket.close":
                 break
         assert reply == {"type": "websocket.close", "code": 4008}
-        assert not (await connect_from("10.0.0.3"))[0]  # not until the socket is really closed
-        await flooder.disconnect()
-        ok, again = await connect_from("10.0.0.3")
+        ok, again = await connect_from("10.0.0.3")  # a connection the server closed counts no more
         assert ok
+        assert not (await connect_from("10.0.0.3"))[0]
+        await flooder.disconnect()  # its disconnect does not free the slot a second time
+        assert not (await connect_from("10.0.0.3"))[0]
         await again.disconnect()
-    assert hub.per_address == {}
+    assert hub.admitted == {}
 
 
 async def test_a_connection_without_a_client_address_is_not_counted(hub, connect_from):
-    with override_settings(PRESENCE_MAX_CONNECTIONS_PER_IP=1):
+    with override_settings(PRESENCE_MAX_CONNECTIONS_PER_IP=1, PRESENCE_MAX_READERS_PER_IP=1):
         clients = [await connect_from(None, session=f"unixsocket0{n}") for n in range(3)]
         assert all(ok for ok, _ in clients)
-        assert hub.per_address == {}
+        assert hub.admitted == {}
         for _, client in clients:
             await client.disconnect()

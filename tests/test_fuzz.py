@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.core import signing
-from django.test import override_settings
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -235,9 +235,11 @@ def test_hostile_frames_are_refused_and_disturb_nobody(backend, request, django_
     article = Article.objects.create(title="Fuzzed", slug="fuzzed", body="Words.")
     room = f"article:{article.pk}"
     user = django_user_model.objects.create_user("victim", "victim@example.com", "pw")
-    good_token = identity.make_token(user)
+    browser = Client()
+    browser.force_login(user)
+    good_token = identity.make_token(user, browser.session)
     with override_settings(SECRET_KEY="another-site-" + "k" * 50):
-        other_site = identity.make_token(user)
+        other_site = identity.make_token(user, browser.session)
     tokens = [
         good_token[:-1] + ("A" if good_token[-1] != "A" else "B"), other_site,
         signing.dumps({"u": str(user.pk)}, salt="not.presence"), signing.dumps({"u": 1}, salt="presence.identity"),

@@ -75,7 +75,8 @@ async def test_a_session_is_written_with_server_clock_duration_for_every_end(ws,
     assert (row.furthest_position, row.last_position) == (0.8, 0.5)
     assert row.room == room and row.title == article.title and row.object_id == str(article.pk)
     assert row.name == "Ada" and row.user is None
-    assert row.reader_id == identity.reader_id("anon:historysess1")
+    # The id other readers saw in that room (protocol 1.1), not the reader's site-wide id.
+    assert row.reader_id == identity.reader_id("anon:historysess1", room) != identity.reader_id("anon:historysess1")
 
 
 async def test_a_client_clock_hours_off_changes_nothing(ws, hub, clock, article):
@@ -196,7 +197,7 @@ async def test_the_beacons_final_position_reaches_a_session_written_after_it(ws,
     await settle(client)
     clock.advance(30)
     # The page is going away: its beacon arrives before the socket's close.
-    await sync_to_async(history.remember_final_position)(room, identity.reader_id("anon:beaconreader"), 0.93)
+    await sync_to_async(history.remember_final_position)(room, identity.reader_id("anon:beaconreader", room), 0.93)
     await client.disconnect()
     (row,) = await sessions()
     assert (row.last_position, row.furthest_position) == (0.93, 0.93)
@@ -273,7 +274,7 @@ async def test_a_full_backlog_logs_what_it_loses_with_a_count(ws, clock, article
         outage.end()
         await until(lambda: history.recorder.backlog == 0)
     rows = await sessions()  # the newest two are kept
-    assert {r.reader_id for r in rows} == {identity.reader_id(f"anon:overflowread{n}") for n in (3, 4)}
+    assert {r.reader_id for r in rows} == {identity.reader_id(f"anon:overflowread{n}", room) for n in (3, 4)}
 
 
 async def test_a_title_unknown_during_the_outage_is_looked_up_when_written(ws, clock, article, monkeypatch):
@@ -350,7 +351,7 @@ async def test_an_error_that_is_no_outage_is_reported_once_and_never_retried(ws,
     client = await reader_in(ws, room, "tableisback1")
     clock.advance(20)
     await client.disconnect()
-    assert [row.reader_id for row in await sessions()] == [identity.reader_id("anon:tableisback1")]
+    assert [row.reader_id for row in await sessions()] == [identity.reader_id("anon:tableisback1", room)]
 
 
 async def test_a_bad_session_in_a_batch_costs_only_itself(ws, clock, article, monkeypatch, caplog):

@@ -9,11 +9,16 @@ import json
 import pytest
 from django.test import override_settings
 
-from presence import events
+from presence import events, identity
 from presence.hub import Hub
 from presence.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def rid(conn, room: str) -> str:
+    """A connection's reader id in a room, as the room's readers see it (protocol 1.1)."""
+    return identity.reader_id(conn.identity, room)
 
 
 class Client:
@@ -102,7 +107,7 @@ async def test_progress_on_one_process_reaches_readers_on_the_other(hubs, articl
     await tick_all(hubs)
     (frame,) = cb.take("room")
     (update,) = frame["updates"]
-    assert (update["id"], update["position"], update["name"]) == (conn_a.reader_id, 0.75, "Writer")
+    assert (update["id"], update["position"], update["name"]) == (rid(conn_a, room), 0.75, "Writer")
     assert update["updated_at"] == int(clock() * 1000)
 
 
@@ -124,7 +129,7 @@ async def test_progress_reaches_the_other_process_within_one_tick(hubs, article,
     for hub in hubs:
         await hub.tick()
     (frame,) = cb.take("room")
-    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(writer.reader_id, 0.6)]
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.6)]
 
 
 async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_histogram(hubs, article, clock):
@@ -153,7 +158,7 @@ async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_his
             await hub.tick()
         (frame,) = cw.take("room")
         state = await a.store.room_state(room)
-    newest = [conn.reader_id for _, conn in reversed(readers[3:])]
+    newest = [rid(conn, room) for _, conn in reversed(readers[3:])]
     assert [u["id"] for u in frame["updates"]] == newest
     assert frame["count"] == 7
     assert frame["histogram"] == state.histogram and sum(state.histogram) == 7
@@ -168,7 +173,7 @@ async def test_a_small_room_frame_lists_every_change_without_a_histogram(hubs, a
         await a.join(conn, room)
     await a.tick()
     (frame,) = cw.take("room")
-    assert {u["id"] for u in frame["updates"]} == {watcher.reader_id, reader.reader_id}
+    assert {u["id"] for u in frame["updates"]} == {rid(watcher, room), rid(reader, room)}
     assert "histogram" not in frame
 
 
@@ -215,10 +220,10 @@ async def test_newest_update_wins_across_processes(hubs, article, clock):
     clock.advance(0.3)
     a.progress(tab_a, room, 0.4, None)
     await tick_all(hubs)
-    positions = [u["position"] for f in cw.take("room") for u in f["updates"] if u["id"] == tab_a.reader_id]
+    positions = [u["position"] for f in cw.take("room") for u in f["updates"] if u["id"] == rid(tab_a, room)]
     assert positions[-1] == 0.4
     state = await b.store.room_state(room)
-    assert [(r.id, r.position) for r in state.readers if r.id == tab_a.reader_id] == [(tab_a.reader_id, 0.4)]
+    assert [(r.id, r.position) for r in state.readers if r.id == rid(tab_a, room)] == [(rid(tab_a, room), 0.4)]
 
 
 async def test_a_silent_process_is_reaped_within_20_seconds(hubs, article, clock, recorded_events):
@@ -243,7 +248,7 @@ async def test_a_silent_process_is_reaped_within_20_seconds(hubs, article, clock
         await a.tick()
         frames = ca.take("room")
     assert frames[-1]["count"] == 2 and clock() - died <= 20
-    assert frames[-1]["left"] == [conn_b.reader_id]  # the reader on both servers stays
+    assert frames[-1]["left"] == [rid(conn_b, room)]  # the reader on both servers stays
     assert await a.store.online() == 2
     assert await a.store.counts([room]) == {room: 2}
 
@@ -262,7 +267,7 @@ async def test_shutdown_releases_everything_at_once(hubs, article, clock, record
     clock.advance(1)  # the next tick: online frames go out at most once a second
     await a.tick()
     room_frame = ca.take("room")[-1]
-    assert room_frame["count"] == 1 and room_frame["left"] == [conn_b.reader_id]
+    assert room_frame["count"] == 1 and room_frame["left"] == [rid(conn_b, room)]
     assert ca.take("online")[-1]["count"] == 1
     assert [e.reason for e in recorded_events if isinstance(e, events.ReaderLeft)] == [events.SHUTDOWN]
 
@@ -327,5 +332,5 @@ async def test_releases_that_failed_during_an_outage_are_retried(article, clock)
     assert await store.online() == 1
     assert await store.counts([room]) == {room: 1}
     frame = cw.take("room")[-1]
-    assert frame["count"] == 1 and frame["left"] == [leaver.reader_id]
+    assert frame["count"] == 1 and frame["left"] == [rid(leaver, room)]
     await hub.stop()

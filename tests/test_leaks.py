@@ -66,12 +66,12 @@ async def test_no_query_string_makes_a_connection_a_user(hub, make_user, query):
     await client.disconnect()
 
 
-async def test_no_identify_frame_makes_a_connection_a_user(hub, make_user):
+async def test_no_identify_frame_makes_a_connection_a_user(hub, make_user, user_token):
     victim = await make_user("victim2")
     as_victim = identity.reader_id(identity.for_user(victim.pk))
     client = await open_as(session="impostor0001")
     await client.receive_json_from()
-    token = identity.make_token(victim)
+    token = await user_token(victim)
     attempts = [
         {"type": "identify", "session": f"user:{victim.pk}"},
         {"type": "identify", "session": f"user_{victim.pk}xxxxxx"},  # a valid session, so anonymous
@@ -103,7 +103,7 @@ async def test_no_identify_frame_makes_a_connection_a_user(hub, make_user):
 # -- leaks --------------------------------------------------------------------------------------
 
 
-async def test_a_scripted_session_leaks_no_identity_anywhere(hub, articles, make_user, user_cookie, clock):
+async def test_a_scripted_session_leaks_no_identity_anywhere(hub, articles, make_user, user_cookie, clock, user_token):
     one, two = (f"article:{a.pk}" for a in articles[:2])
     alice, bob = await make_user("alice_leak"), await make_user("bob_leak")
     cookies = {"alice": await user_cookie("alice_leak"), "bob": await user_cookie("bob_leak")}
@@ -141,7 +141,8 @@ async def test_a_scripted_session_leaks_no_identity_anywhere(hub, articles, make
     await hub.tick()
     await read_all()
     clock.advance(1)
-    await send("tab", type="identify", token=identity.make_token(alice))
+    alice_token = await user_token(alice)
+    await send("tab", type="identify", token=alice_token)
     await send("anon", type="identify", session="anonRenamed001")
     await send("bob", type="leave", room=two)
     await send("bob", type="leave", room=two, ref="again")  # not_joined, with its ref
@@ -179,9 +180,82 @@ async def test_a_scripted_session_leaks_no_identity_anywhere(hub, articles, make
         identity.for_session("anonRenamed001"), *sessions.values(), "anonRenamed001",
         alice.username, bob.username, alice.email, bob.email, "example.com",
         *addresses.values(), "127.0.0.1", "user:", "anon:", "conn:",
-        *(c.split("=", 1)[1] for c in cookies.values()), identity.make_token(alice).split(":")[0],
+        *(c.split("=", 1)[1] for c in cookies.values()), alice_token.split(":")[0],
     ]
     assert len(bodies) == 5
     for text in seen + bodies:
         for secret in secrets:
             assert secret not in text, (secret, text)
+
+
+# -- tracking across articles ---------------------------------------------------------------------
+
+
+async def test_nothing_an_observer_sees_links_a_reader_across_articles(hub, articles, make_user, user_token, clock):
+    """An observer in two articles sees the same reader, first anonymous then signed in, in both:
+    no reader id it is ever shown (frames, the REST API) is shared by the two rooms, and the
+    reader's site-wide id (its `hello`) is shown in neither (protocol 1.1)."""
+    one, two = (f"article:{a.pk}" for a in articles[:2])
+    reader = await make_user("tracked_reader")
+    observer = await open_as("observer0042", address="192.0.2.1")
+    tab_one = await open_as("trackedSess01", address="192.0.2.2")
+    tab_two = await open_as("trackedSess01", address="192.0.2.2")  # the same browser, another article
+    shown: dict[str, set[str]] = {one: set(), two: set()}
+    mine: dict[str, str] = {}
+    texts: list[str] = []
+
+    def collect(frame: dict) -> None:
+        room = frame.get("room")
+        if frame["type"] == "room_state":
+            mine.setdefault(room, frame.get("you", observer_site_id))
+            shown[room].update(r["id"] for r in frame["readers"])
+        elif frame["type"] == "room":
+            shown[room].update(u["id"] for u in frame["updates"])
+            shown[room].update(frame["left"])
+
+    async def read_observer() -> None:
+        while not await observer.receive_nothing(timeout=0.02):
+            text = (await observer.receive_output())["text"]
+            texts.append(text)
+            collect(json.loads(text))
+
+    observer_site_id = (await observer.receive_json_from())["reader"]
+    subject_site_id = (await tab_one.receive_json_from())["reader"]
+    await tab_two.receive_json_from()
+    for client, room in ((observer, one), (observer, two), (tab_one, one), (tab_two, two)):
+        await client.send_json_to({"type": "join", "room": room})
+    clock.advance(1)
+    await tab_one.send_json_to({"type": "progress", "room": one, "position": 0.25})
+    await tab_two.send_json_to({"type": "progress", "room": two, "position": 0.75})
+    for client in (tab_one, tab_two):
+        await client.send_json_to({"type": "ping"})
+        while (await client.receive_json_from())["type"] != "pong":
+            pass
+    await hub.tick()
+    await read_observer()
+    # Signing in (another tab's token reaches both): anonymous ids leave, the user's arrive.
+    token = await user_token(reader)
+    for client in (tab_one, tab_two):
+        await client.send_json_to({"type": "identify", "token": token})
+        while (await client.receive_json_from(timeout=5))["type"] != "hello":
+            pass
+    clock.advance(1)
+    await hub.tick()
+    await read_observer()
+    presence.store.set_store(hub.store)
+    try:
+        for room in (one, two):
+            response = await sync_to_async(Client(REMOTE_ADDR="192.0.2.3").get)(f"/api/presence/rooms/{room}/")
+            texts.append(response.content.decode())
+            shown[room].update(r["id"] for r in response.json()["readers"])
+    finally:
+        presence.store.reset()
+
+    others = {room: ids - {mine[room]} for room, ids in shown.items()}
+    assert len(others[one]) == len(others[two]) == 2  # the subject, anonymous then signed in, in each
+    assert others[one].isdisjoint(others[two]), others
+    for text in texts:
+        assert subject_site_id not in text
+        assert identity.reader_id(identity.for_user(reader.pk)) not in text
+    for client in (observer, tab_one, tab_two):
+        await client.disconnect()

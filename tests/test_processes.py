@@ -121,15 +121,15 @@ async def test_two_processes_agree_on_counts_and_progress(servers, clients, room
 
     # Progress on A reaches B's clients in a coalesced room frame.
     await two_a.send_json(type="progress", room=room, position=0.25)
-    await three_b.wait_for_frame(reader_at(three_b, room, two_a.reader, 0.25), timeout=10)
-    await one_b.wait_for_frame(reader_at(one_b, room, two_a.reader, 0.25), timeout=10)
+    await three_b.wait_for_frame(reader_at(three_b, room, two_a.you[room], 0.25), timeout=10)
+    await one_b.wait_for_frame(reader_at(one_b, room, two_a.you[room], 0.25), timeout=10)
 
     # One reader, two tabs on two processes: the newest update wins everywhere.
     await one_a.send_json(type="progress", room=room, position=0.4)
-    await three_b.wait_for_frame(reader_at(three_b, room, one_a.reader, 0.4), timeout=10)
+    await three_b.wait_for_frame(reader_at(three_b, room, one_a.you[room], 0.4), timeout=10)
     await one_b.send_json(type="progress", room=room, position=0.8)
-    await two_a.wait_for_frame(reader_at(two_a, room, one_a.reader, 0.8), timeout=10)
-    await three_b.wait_for_frame(reader_at(three_b, room, one_a.reader, 0.8), timeout=10)
+    await two_a.wait_for_frame(reader_at(two_a, room, one_a.you[room], 0.8), timeout=10)
+    await three_b.wait_for_frame(reader_at(three_b, room, one_a.you[room], 0.8), timeout=10)
 
     # A third tab of reader one on each process: still three readers, reader one at 0.8.
     for server in (a, b):
@@ -137,7 +137,8 @@ async def test_two_processes_agree_on_counts_and_progress(servers, clients, room
         state = await tab.join(room)
         assert state["count"] == 3, state
         positions = {r["id"]: r["position"] for r in state["readers"]}
-        assert positions == {one_a.reader: 0.8, two_a.reader: 0.25, three_b.reader: None}, state
+        assert positions == {one_a.you[room]: 0.8, two_a.you[room]: 0.25, three_b.you[room]: None}, state
+        assert tab.you[room] == one_a.you[room] == one_b.you[room]  # one reader: one id in the room
     await all_until(everyone, lambda c: c.online == 5, timeout=5)
 
 
@@ -168,7 +169,7 @@ async def _two_processes_with_readers(servers, clients, room, before=None) -> Do
         await client.join(room)
     await all_until([both_d, both_s, only_d, no_room_d, stay_s], lambda c: c.online == 4, timeout=10)
     await all_until([both_d, both_s, only_d, stay_s], lambda c: c.counts.get(room) == 3, timeout=10)
-    return Doomed(doomed, survivor, [both_s, stay_s], only_d.reader, both_s.reader)
+    return Doomed(doomed, survivor, [both_s, stay_s], only_d.you[room], both_s.you[room])
 
 
 async def _converged(setup: Doomed, room: str, deadline: float) -> float:
@@ -191,7 +192,7 @@ async def _fresh_state(setup: Doomed, clients, room: str) -> dict:
     """``room_state`` for a new reader on the survivor: the survivor's readers and itself."""
     fresh = await clients(setup.survivor, "fresh-reader")
     state = await fresh.join(room)
-    expected = {setup.stays, setup.survivors[1].reader, fresh.reader}
+    expected = {setup.stays, setup.survivors[1].you[room], fresh.you[room]}
     assert {r["id"] for r in state["readers"]} == expected, state
     assert state["count"] == 3, state
     return state
@@ -270,7 +271,7 @@ async def test_idle_connection_and_hub_survive_a_minute(servers, clients, room):
     other = await clients(other_server, "busy-reader")
     await other.join(room)
     await other.send_json(type="progress", room=room, position=0.6)
-    await idle.wait_for_frame(reader_at(idle, room, other.reader, 0.6), timeout=10)
+    await idle.wait_for_frame(reader_at(idle, room, other.you[room], 0.6), timeout=10)
     assert idle.counts[room] == 2
     # The hub retries a failed receive, so delivery alone would hide the trap: its log must be clean
     # (with the trap, "channel layer receive failed ... TimeoutError" every 5 s).
@@ -321,7 +322,7 @@ async def test_sigterm_writes_every_open_session(servers, clients, room, site_db
     assert await asyncio.to_thread(server.wait, 15) == 0, server.output
     elapsed = time.monotonic() - started
     for n, client in enumerate(readers):
-        (row,) = history_rows(site_db, client.reader)
+        (row,) = history_rows(site_db, client.you[room])
         assert row["end_reason"] == "shutdown", row
         assert elapsed - 0.5 <= row["duration_seconds"] <= elapsed + 1.5, (elapsed, row)
         assert row["duration_seconds"] == pytest.approx(seconds_between(row["started_at"], row["ended_at"]), abs=0.01)
@@ -341,7 +342,7 @@ async def test_sigkill_then_prune_recovers_sessions_losing_at_most_one_checkpoin
     await asyncio.sleep(3.5)  # several checkpoints
     server.kill()
     read_for = time.monotonic() - started
-    (row,) = history_rows(site_db, reader.reader)
+    (row,) = history_rows(site_db, reader.you[room])
     assert row["end_reason"] == "" and row["ended_at"] is None, row  # open, as checkpointed
 
     env = server_env(redis_url, site_db[0], redis_prefix, **tunables)
@@ -354,7 +355,7 @@ async def test_sigkill_then_prune_recovers_sessions_losing_at_most_one_checkpoin
             capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, done.stderr
-        (row,) = history_rows(site_db, reader.reader)
+        (row,) = history_rows(site_db, reader.you[room])
     assert row["ended_at"] == row["checkpoint_at"]
     assert read_for - 1.5 <= row["duration_seconds"] <= read_for + 0.5, (read_for, row)  # lost <= one checkpoint
     assert row["last_position"] == 0.7

@@ -425,6 +425,75 @@ async def test_heartbeat_restores_everything_after_data_loss(store_factory):
     assert await a.online() == 2
 
 
+# -- per-address caps (presence/hub.py ``admit``) -----------------------------------------------
+
+
+async def test_admit_caps_distinct_readers_of_an_address_across_procs(store_factory):
+    a, b = store_factory("A"), store_factory("B")
+    assert await a.admit("addr1", "r1", 2, 10)
+    assert await b.admit("addr1", "r2", 2, 10)  # another process: counted together
+    assert not await a.admit("addr1", "r3", 2, 10)  # a third reader from that address
+    assert not await b.admit("addr1", "r3", 2, 10)
+    assert await b.admit("addr1", "r1", 2, 10)  # a known reader's next tab is no new reader
+    assert await a.admit("addr2", "r3", 2, 10)  # another address has its own allowance
+    assert await a.admitted("addr1") == (2, 3) and await a.admitted("addr2") == (1, 1)
+    await a.dismiss("addr1", "r1")
+    assert await b.admitted("addr1") == (2, 2), "r1 still has B's tab"
+    await b.dismiss("addr1", "r1")
+    assert await b.admitted("addr1") == (1, 1)
+    assert await a.admit("addr1", "r3", 2, 10)  # r1 gone: room for another reader
+    await a.dismiss("addr1", "r9")  # never counted: nothing changes
+    await b.dismiss("addr1", "r3")  # counted by A, not B: nothing changes
+    assert await a.admitted("addr1") == (2, 2)
+
+
+async def test_admit_caps_connections_and_none_is_no_cap(store_factory):
+    a, b = store_factory("A"), store_factory("B")
+    for store in (a, b, a):
+        assert await store.admit("addr1", "r1", None, 3)
+    assert not await b.admit("addr1", "r1", None, 3)  # same reader, fourth tab: too many sockets
+    assert not await b.admit("addr1", "r2", None, 3)
+    assert await a.admitted("addr1") == (1, 3)
+    for n in range(20):
+        assert await a.admit("addr2", f"r{n}", None, None)
+    assert await a.admitted("addr2") == (20, 20)
+
+
+async def test_admit_counts_are_claims_reasserted_and_reaped_like_the_others(store_factory):
+    a, b = store_factory("A"), store_factory("B")
+    for _ in range(2):
+        assert await a.admit("addr1", "r1", 2, 5)
+    assert await b.admit("addr1", "r2", 2, 5)
+    await store_factory.wipe()  # the store lost its data: the heartbeats count them again
+    assert await a.admitted("addr1") == (0, 0)
+    await a.heartbeat(0, TTL, [], [], [("addr1", "r1", 2)])
+    await b.heartbeat(0, TTL, [], [], [("addr1", "r2", 1)])
+    assert await a.admitted("addr1") == (2, 3)
+    await a.heartbeat(100, TTL, [], [], [("addr1", "r1", 2)])  # idempotent
+    assert await a.admitted("addr1") == (2, 3)
+    # A heartbeat's list is the process's whole share: a dismiss the store missed is repaired.
+    await a.heartbeat(200, TTL, [], [], [("addr1", "r1", 1)])
+    assert await a.admitted("addr1") == (2, 2)
+    assert not await a.admit("addr1", "r3", 2, 5)
+    # B dies: the next heartbeat of A reaps it, and its reader's slot with it.
+    await a.heartbeat(200 + TTL + 1, TTL, [], [], [("addr1", "r1", 1)])
+    assert await a.admitted("addr1") == (1, 1)
+    assert await a.admit("addr1", "r3", 2, 5)
+    await a.release_all()  # a graceful stop
+    assert await a.admitted("addr1") == (0, 0)
+
+
+async def test_admit_at_the_cap_lets_exactly_the_cap_through_when_racing(store_factory):
+    import asyncio
+
+    stores = [store_factory(f"P{n}") for n in range(3)]
+    for store in stores:  # connected first (a hub's first heartbeat does it before any admit)
+        assert await store.admitted("addr1") == (0, 0)
+    results = await asyncio.gather(*(stores[n % 3].admit("addr1", f"r{n}", 7, 100) for n in range(60)))
+    assert sum(results) == 7
+    assert await stores[0].admitted("addr1") == (7, 7)
+
+
 # -- Redis specifics -------------------------------------------------------------------------
 
 
@@ -440,12 +509,17 @@ async def test_redis_keys_stay_under_the_prefix_and_rooms_share_a_slot(redis_url
     try:
         await store.claim_online("r1")
         await store.join("art:1", reader("r1", 0.5))
-        await store.heartbeat(0, TTL, ["r1"], [("art:1", reader("r1", 0.5))])
+        await store.admit("addrkey1", "r1", 2, 3)
+        await store.heartbeat(0, TTL, ["r1"], [("art:1", reader("r1", 0.5))], [("addrkey1", "r1", 1)])
         keys = [k async for k in probe.scan_iter(match=f"{redis_prefix}*", count=1000)]
         assert keys and all(k.startswith(redis_prefix + ":") for k in keys)
         room_keys = [k for k in keys if "art:1" in k]
         assert len(room_keys) >= 4
         assert len({key_slot(k.encode()) for k in room_keys}) == 1
+        # The site-wide keys, the per-address counts among them, share the slot of {g}.
+        site_keys = [k for k in keys if "art:1" not in k]
+        assert len([k for k in site_keys if ":ip" in k]) == 4
+        assert len({key_slot(k.encode()) for k in site_keys}) == 1
     finally:
         await store.close()
         await probe.aclose()

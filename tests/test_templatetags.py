@@ -8,7 +8,7 @@ import re
 import pytest
 from asgiref.sync import async_to_sync
 from django.template import Context, Template
-from django.test import RequestFactory, override_settings
+from django.test import Client, RequestFactory, override_settings
 from django.utils import translation
 
 import presence.store
@@ -130,6 +130,9 @@ def test_script_config_is_json_once_per_page(articles, django_user_model):
     user = django_user_model.objects.create_user("ada", first_name="</script><b>Ada", password="pw")
     request = RequestFactory().get("/", HTTP_HOST="localhost")
     request.user = user
+    browser = Client()
+    browser.force_login(user)
+    request.session = browser.session  # the signed-in session the token is bound to
     html = render(
         "{% presence_script room=article %}{% presence_script %}", request=request, user=user, article=articles[0]
     )
@@ -140,7 +143,7 @@ def test_script_config_is_json_once_per_page(articles, django_user_model):
     assert config["room"] == f"article:{articles[0].pk}"
     assert config["url"] == "ws://localhost/ws/presence/"
     assert config["name"] == "</script><b>Ada"
-    assert identity.identity_from_token(config["token"]) == f"user:{user.pk}"
+    assert async_to_sync(identity.identity_from_token)(config["token"]) == f"user:{user.pk}"
     assert config["heartbeat"] == 20 and config["idleAfter"] == 60
     assert config["api"]["beacon"] == "/api/presence/beacon/"
     assert [1, "%(count)s person reading now"] in config["text"]["reading"]
@@ -157,13 +160,24 @@ def test_script_for_anonymous_readers_and_context_room(articles, django_user_mod
     assert config["room"] == f"article:{articles[1].pk}"
 
 
-def test_display_name_falls_back_to_username(db, django_user_model):
+def test_display_name_is_never_the_username_unless_the_site_names_it(db, django_user_model):
     from presence.templatetags.presence import display_name
 
     user = django_user_model.objects.create_user("grace", email="g@example.org", password="pw")
-    assert display_name(user) == "grace"
+    assert display_name(user) is None  # no first name: no name (the widget says "Anonymous reader")
+    request = RequestFactory().get("/", HTTP_HOST="localhost")
+    request.user = user
+    html = render("{% presence_script %}", request=request, user=user)
+    config = json.loads(re.search(r'type="application/json">(.*?)</script>', html, re.S)[1])
+    assert config["name"] is None and "grace" not in html
+    user.first_name = "  Grace  "
+    assert display_name(user) == "Grace"
     with override_settings(PRESENCE_USER_NAME_FIELD="email"):
         assert display_name(user) == "g@example.org"
+    with override_settings(PRESENCE_USER_NAME_FIELD="username"):  # the site's explicit opt-in
+        assert display_name(user) == "grace"
+    with override_settings(PRESENCE_USER_NAME_FIELD=None):
+        assert display_name(user) is None
 
 
 def test_timeline_renders_the_room_and_name_field(articles):

@@ -164,7 +164,7 @@ async def test_terminated_uvicorn_process_releases_its_readers_at_once(site_db, 
 
             def gone(c: Client) -> bool:
                 left = {rid for f in c.frames[mark:] if f["type"] == "room" for rid in f["left"]}
-                return c.online == 1 and c.counts.get(room) == 1 and reader.reader in left
+                return c.online == 1 and c.counts.get(room) == 1 and reader.you[room] in left
 
             try:
                 await observer.wait_until(gone, timeout=GRACEFUL_DEADLINE)

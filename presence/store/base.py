@@ -4,6 +4,11 @@ A store instance is one process's view (``proc``). Processes *claim* readers (by
 reader id): claims are idempotent per process, so re-asserting them after the store lost
 its data is safe, and a dead process's claims can be dropped as a whole. A reader counts
 while at least one live process claims it; counts are of distinct readers.
+
+Processes also count the connections each client address holds (``admit``), site-wide, so
+that one address cannot hold more than its caps of readers and connections however many
+processes it spreads over; those counts are claims of the process too, re-asserted by its
+heartbeat and dropped with it.
 """
 
 from __future__ import annotations
@@ -97,11 +102,33 @@ class Store(ABC):
         """Rooms with readers, most readers first."""
 
     @abstractmethod
+    async def admit(self, address: str, reader_id: str, max_readers: int | None, max_connections: int | None) -> bool:
+        """Count one more connection of ``reader_id`` from ``address`` (a keyed hash) for this
+        process, if the address then holds at most ``max_readers`` distinct readers and
+        ``max_connections`` connections site-wide (None: no cap); else False, nothing counted.
+        Check and count are one atomic step, so racing processes cannot overshoot a cap."""
+
+    @abstractmethod
+    async def dismiss(self, address: str, reader_id: str) -> None:
+        """A connection that ``admit`` counted for this process closed (no-op when none is counted)."""
+
+    @abstractmethod
+    async def admitted(self, address: str) -> tuple[int, int]:
+        """Distinct readers and connections counted for ``address``, site-wide."""
+
+    @abstractmethod
     async def heartbeat(
-        self, now_ms: int, ttl_ms: int, online: list[str], rooms: list[tuple[str, Reader]]
+        self,
+        now_ms: int,
+        ttl_ms: int,
+        online: list[str],
+        rooms: list[tuple[str, Reader]],
+        addresses: list[tuple[str, str, int]] | None = None,
     ) -> list[tuple[str, str]]:
         """Mark this process alive, re-assert all its claims, and reap processes silent
-        for ``ttl_ms``; returns ``(room, reader_id)`` pairs that reaping removed."""
+        for ``ttl_ms``; returns ``(room, reader_id)`` pairs that reaping removed. ``addresses``
+        lists this process's admitted connections as ``(address, reader_id, connections)``:
+        its address claims become exactly these (None leaves them alone)."""
 
     @abstractmethod
     async def release_all(self) -> None:

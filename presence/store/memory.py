@@ -27,6 +27,9 @@ class MemoryState:
     proc_online: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     proc_rooms: defaultdict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     beats: dict[str, int] = field(default_factory=dict)
+    # address -> reader id -> connections, site-wide; and each proc's share of it.
+    addresses: dict[str, dict[str, int]] = field(default_factory=dict)
+    proc_addresses: defaultdict[str, dict[tuple[str, str], int]] = field(default_factory=lambda: defaultdict(dict))
 
 
 class MemoryStore(Store):
@@ -74,6 +77,30 @@ class MemoryStore(Store):
             del self.state.rooms[room]
         return True
 
+    def _adjust(self, proc: str, address: str, reader_id: str, delta: int) -> None:
+        """Change ``proc``'s count of connections of a reader from an address, and the site's."""
+        mine = self.state.proc_addresses[proc]
+        held = mine.get((address, reader_id), 0) + delta
+        if held > 0:
+            mine[(address, reader_id)] = held
+        else:
+            mine.pop((address, reader_id), None)
+        site = self.state.addresses.setdefault(address, {})
+        total = site.get(reader_id, 0) + delta
+        if total > 0:
+            site[reader_id] = total
+        else:
+            site.pop(reader_id, None)
+        if not site:
+            del self.state.addresses[address]
+
+    def _sync_addresses(self, proc: str, wanted: dict[tuple[str, str], int]) -> None:
+        mine = self.state.proc_addresses[proc]
+        for pair in set(mine) | set(wanted):
+            delta = wanted.get(pair, 0) - mine.get(pair, 0)
+            if delta:
+                self._adjust(proc, *pair, delta)
+
     def _reap(self, proc: str) -> list[tuple[str, str]]:
         gone = []
         for room, reader_id in sorted(self.state.proc_rooms.get(proc, ())):
@@ -83,6 +110,8 @@ class MemoryStore(Store):
         for reader_id in list(self.state.proc_online.get(proc, ())):
             self._release_online(proc, reader_id)
         self.state.proc_online.pop(proc, None)
+        self._sync_addresses(proc, {})
+        self.state.proc_addresses.pop(proc, None)
         self.state.beats.pop(proc, None)
         return gone
 
@@ -126,12 +155,36 @@ class MemoryStore(Store):
         ranked = sorted(((room, len(d.claims)) for room, d in self.state.rooms.items()), key=lambda x: (-x[1], x[0]))
         return ranked[:limit]
 
+    async def admit(self, address: str, reader_id: str, max_readers: int | None, max_connections: int | None) -> bool:
+        readers = self.state.addresses.get(address, {})
+        if max_connections is not None and sum(readers.values()) >= max_connections:
+            return False
+        if max_readers is not None and reader_id not in readers and len(readers) >= max_readers:
+            return False
+        self._adjust(self.proc, address, reader_id, 1)
+        return True
+
+    async def dismiss(self, address: str, reader_id: str) -> None:
+        if self.state.proc_addresses[self.proc].get((address, reader_id), 0) > 0:
+            self._adjust(self.proc, address, reader_id, -1)
+
+    async def admitted(self, address: str) -> tuple[int, int]:
+        readers = self.state.addresses.get(address, {})
+        return len(readers), sum(readers.values())
+
     async def heartbeat(
-        self, now_ms: int, ttl_ms: int, online: list[str], rooms: list[tuple[str, Reader]]
+        self,
+        now_ms: int,
+        ttl_ms: int,
+        online: list[str],
+        rooms: list[tuple[str, Reader]],
+        addresses: list[tuple[str, str, int]] | None = None,
     ) -> list[tuple[str, str]]:
         self.state.beats[self.proc] = now_ms
         for reader_id in online:
             self._claim_online(self.proc, reader_id)
+        if addresses is not None:
+            self._sync_addresses(self.proc, {(a, r): n for a, r, n in addresses if n > 0})
         for room, reader in rooms:
             self._join(self.proc, room, reader)
         gone: list[tuple[str, str]] = []

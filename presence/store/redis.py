@@ -8,6 +8,11 @@ room lives in one slot and the site-wide keys in another)::
     P:{g}:rooms:<proc>    hash   room -> token: rooms where <proc> may hold claims (what
                                  reaping walks), with the newest token <proc> marked it with
     P:{g}:procs           zset   proc -> last heartbeat (ms)
+    P:{g}:ipr             hash   "<address>|<reader>" -> connections site-wide (per-address caps;
+                                 addresses are keyed hashes, never IPs)
+    P:{g}:ipd             hash   address -> distinct readers (fields of ``ipr`` of the address)
+    P:{g}:ipn             hash   address -> connections
+    P:{g}:ipc:<proc>      hash   "<address>|<reader>" -> connections <proc> holds (guards the three)
     P:{g}:rank            zset   room -> -count (negated: ZRANGE gives most readers first,
                                  ties by room name ascending, like the memory store)
     P:{g}:versions        zset   room -> version of the count ``rank`` holds (kept an hour
@@ -331,6 +336,84 @@ end
 return 0
 """.replace("HORIZON_US", str(_VERSION_HORIZON_US))
 
+# -- per-address counts (slot {g}). KEYS: ipr ipd ipn ipc:<proc>.
+
+_LUA_ADDRESSES = """
+local function hdecr(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+
+-- Change a proc's count of connections of "<address>|<reader>" by delta, and the site's.
+local function adjust(ipr, ipd, ipn, ipc, pair, delta)
+  local address = string.match(pair, '^([^|]*)|')
+  if redis.call('HINCRBY', ipc, pair, delta) <= 0 then redis.call('HDEL', ipc, pair) end
+  local before = tonumber(redis.call('HGET', ipr, pair) or '0')
+  local after = before + delta
+  if after > 0 then redis.call('HSET', ipr, pair, after) else redis.call('HDEL', ipr, pair) end
+  if before <= 0 and after > 0 then
+    redis.call('HINCRBY', ipd, address, 1)
+  elseif before > 0 and after <= 0 then
+    hdecr(ipd, address)
+  end
+  if redis.call('HINCRBY', ipn, address, delta) <= 0 then redis.call('HDEL', ipn, address) end
+end
+
+-- Make the proc's counts exactly ``wanted`` (pair -> connections).
+local function sync_addresses(ipr, ipd, ipn, ipc, wanted)
+  local held = redis.call('HGETALL', ipc)
+  for i = 1, #held, 2 do
+    local pair, n = held[i], tonumber(held[i + 1])
+    local delta = (wanted[pair] or 0) - n
+    if delta ~= 0 then adjust(ipr, ipd, ipn, ipc, pair, delta) end
+    wanted[pair] = nil
+  end
+  for pair, n in pairs(wanted) do
+    if n > 0 then adjust(ipr, ipd, ipn, ipc, pair, n) end
+  end
+end
+"""
+
+# ARGV: address, reader, max readers, max connections (-1: no cap). Returns 1 when counted.
+_ADMIT = (
+    _LUA_ADDRESSES
+    + """
+local ipr, ipd, ipn, ipc = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local address, pair = ARGV[1], ARGV[1] .. '|' .. ARGV[2]
+local max_readers, max_connections = tonumber(ARGV[3]), tonumber(ARGV[4])
+if max_connections >= 0 and tonumber(redis.call('HGET', ipn, address) or '0') >= max_connections then
+  return 0
+end
+if max_readers >= 0 and redis.call('HEXISTS', ipr, pair) == 0
+    and tonumber(redis.call('HGET', ipd, address) or '0') >= max_readers then
+  return 0
+end
+adjust(ipr, ipd, ipn, ipc, pair, 1)
+return 1
+"""
+)
+
+# ARGV: "<address>|<reader>".
+_DISMISS = (
+    _LUA_ADDRESSES
+    + """
+if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > 0 then
+  adjust(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], -1)
+end
+return 0
+"""
+)
+
+# ARGV: ("<address>|<reader>", connections) pairs: the proc's whole share (heartbeat).
+_SYNC_ADDRESSES = (
+    _LUA_ADDRESSES
+    + """
+local wanted = {}
+for i = 1, #ARGV, 2 do wanted[ARGV[i]] = tonumber(ARGV[i + 1]) end
+sync_addresses(KEYS[1], KEYS[2], KEYS[3], KEYS[4], wanted)
+return 0
+"""
+)
+
 # KEYS: on, proc's online set; ARGV: reader ids. Idempotent per proc.
 _CLAIM_ONLINE = """
 local on, mine = KEYS[1], KEYS[2]
@@ -373,11 +456,13 @@ return {1, redis.call('HGETALL', KEYS[2])}
 """
 )
 
-# KEYS: on, proc's online set, proc's room index, procs; ARGV: proc, cutoff ('' = unconditional).
-# Drops the proc's online claims; forgets the proc once its index is empty (else the next
-# reaper finishes the rooms left). Returns 1 when the proc is forgotten.
+# KEYS: on, proc's online set, proc's room index, procs, then ipr ipd ipn ipc:<proc>;
+# ARGV: proc, cutoff ('' = unconditional).
+# Drops the proc's online and address claims; forgets the proc once its index is empty (else
+# the next reaper finishes the rooms left). Returns 1 when the proc is forgotten.
 _REAP_FINISH = (
     _STILL_SILENT
+    + _LUA_ADDRESSES
     + """
 local on, mine, index, procs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local proc, cutoff = ARGV[1], ARGV[2]
@@ -386,6 +471,7 @@ for _, id in ipairs(redis.call('SMEMBERS', mine)) do
   if redis.call('HINCRBY', on, id, -1) <= 0 then redis.call('HDEL', on, id) end
 end
 redis.call('DEL', mine)
+sync_addresses(KEYS[5], KEYS[6], KEYS[7], KEYS[8], {})
 if redis.call('HLEN', index) > 0 then return 0 end
 redis.call('ZREM', procs, proc)
 return 1
@@ -405,6 +491,9 @@ _SCRIPTS = {
     "release_online": _RELEASE_ONLINE,
     "reap_begin": _REAP_BEGIN,
     "reap_finish": _REAP_FINISH,
+    "admit": _ADMIT,
+    "dismiss": _DISMISS,
+    "sync_addresses": _SYNC_ADDRESSES,
 }
 
 # A script call or a plain command, queued in a pipeline.
@@ -479,6 +568,7 @@ class RedisStore(Store):
         g = f"{prefix}:{{g}}"
         self._on, self._procs = f"{g}:on", f"{g}:procs"
         self._rank, self._versions = f"{g}:rank", f"{g}:versions"
+        self._ipr, self._ipd, self._ipn = f"{g}:ipr", f"{g}:ipd", f"{g}:ipn"
 
     # -- keys -----------------------------------------------------------------------------
     def _my_online(self, proc: str) -> str:
@@ -486,6 +576,10 @@ class RedisStore(Store):
 
     def _index(self, proc: str) -> str:
         return f"{self.prefix}:{{g}}:rooms:{proc}"
+
+    def _address_keys(self, proc: str) -> list[str]:
+        """Keys of an address script: ipr ipd ipn ipc:<proc>."""
+        return [self._ipr, self._ipd, self._ipn, f"{self.prefix}:{{g}}:ipc:{proc}"]
 
     def _room(self, room: str) -> list[str]:
         """The room's n, d, t, h keys."""
@@ -650,6 +744,19 @@ class RedisStore(Store):
     async def online(self) -> int:
         return await self._client().hlen(self._on)
 
+    async def admit(self, address: str, reader_id: str, max_readers: int | None, max_connections: int | None) -> bool:
+        caps = [-1 if cap is None else int(cap) for cap in (max_readers, max_connections)]
+        return bool(await self._script("admit", self._address_keys(self.proc), [address, reader_id, *caps]))
+
+    async def dismiss(self, address: str, reader_id: str) -> None:
+        await self._script("dismiss", self._address_keys(self.proc), [f"{address}|{reader_id}"])
+
+    async def admitted(self, address: str) -> tuple[int, int]:
+        readers, connections = await self._batch(
+            [("", [], ["HGET", self._ipd, address]), ("", [], ["HGET", self._ipn, address])]
+        )
+        return int(readers or 0), int(connections or 0)
+
     async def join(self, room: str, reader: Reader) -> Reader:
         _, stored = await self._claim({room: [reader]}, [])
         return _decode(stored[room][0])
@@ -685,7 +792,12 @@ class RedisStore(Store):
         return [(room, int(-score)) for room, score in ranked]
 
     async def heartbeat(
-        self, now_ms: int, ttl_ms: int, online: list[str], rooms: list[tuple[str, Reader]]
+        self,
+        now_ms: int,
+        ttl_ms: int,
+        online: list[str],
+        rooms: list[tuple[str, Reader]],
+        addresses: list[tuple[str, str, int]] | None = None,
     ) -> list[tuple[str, str]]:
         cutoff = _num(now_ms - ttl_ms)
         first: list[_Call] = [
@@ -694,6 +806,9 @@ class RedisStore(Store):
         ]
         if online:
             first.append(("claim_online", [self._on, self._my_online(self.proc)], list(online)))
+        if addresses is not None:
+            pairs = [arg for a, r, n in addresses if n > 0 for arg in (f"{a}|{r}", n)]
+            first.append(("sync_addresses", self._address_keys(self.proc), pairs))
         results, _ = await self._claim(_by_room(rooms), first, sweep=True)
         silent = [proc for proc in results[1] if proc != self.proc]
         if not silent:
@@ -728,7 +843,7 @@ class RedisStore(Store):
         finish: list[_Call] = []
         for proc in procs:
             finish += self._site(proc, counts[proc], removals[proc])
-            keys = [self._on, self._my_online(proc), self._index(proc), self._procs]
+            keys = [self._on, self._my_online(proc), self._index(proc), self._procs, *self._address_keys(proc)]
             finish.append(("reap_finish", keys, [proc, cutoff]))
         await self._batch(finish)
         return sorted(gone)

@@ -89,13 +89,16 @@ def room_of(obj: object) -> str | None:
     return room
 
 
-def display_name(user: object) -> str:
-    """A signed-in user's name for other readers: ``PRESENCE_USER_NAME_FIELD``, else the username."""
-    name = getattr(user, app_settings.USER_NAME_FIELD, "") or ""
+def display_name(user: object) -> str | None:
+    """A signed-in user's name for other readers: ``PRESENCE_USER_NAME_FIELD`` (first_name), else
+    none (the widget then shows the name the reader typed, or "Anonymous reader"). Never the
+    username, which is a login half, unless the site names it in that setting."""
+    field = app_settings.USER_NAME_FIELD
+    name = getattr(user, field, None) if field else None
     if callable(name):
         name = name()
-    name = str(name).strip() or user.get_username()
-    return name[: app_settings.NAME_MAX_LENGTH]
+    name = str(name or "").strip()[: app_settings.NAME_MAX_LENGTH].strip()
+    return name or None
 
 
 def _websocket_url(request) -> str:
@@ -139,6 +142,7 @@ def presence_script(context, room: object = None) -> SafeString:
     room_name = room_of(room if room is not None else context.get(CONTEXT_ROOM))
     user = context.get("user") or getattr(request, "user", None)
     signed_in = bool(getattr(user, "is_authenticated", False))
+    session = getattr(request, "session", None)
     config = {
         "url": _websocket_url(request),
         "api": {
@@ -150,7 +154,8 @@ def presence_script(context, room: object = None) -> SafeString:
         "heartbeat": app_settings.HEARTBEAT,
         "idleAfter": app_settings.IDLE_AFTER,
         "maxMarkers": app_settings.TIMELINE_MAX_MARKERS,
-        "token": identity.make_token(user) if signed_in else None,
+        # Bound to the page's session (presence/identity.py): none without one.
+        "token": identity.make_token(user, session) if signed_in and getattr(session, "session_key", None) else None,
         "name": display_name(user) if signed_in else None,
         "room": room_name,
         "lang": rendered_language(),

@@ -54,6 +54,7 @@ class Observer:
             self.online = frame["online"]
         elif frame["type"] == "room_state" and frame["room"] == self.room:
             self.count, self.readers = frame["count"], {r["id"] for r in frame["readers"]}
+            self.reader = frame.get("you", self.reader)  # its marker in the room (protocol 1.1)
         elif frame["type"] == "room" and frame["room"] == self.room:
             self.count = frame["count"]
             self.readers = (self.readers | {u["id"] for u in frame["updates"]}) - set(frame["left"])

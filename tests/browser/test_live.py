@@ -100,44 +100,67 @@ def test_the_ranking_is_true_from_the_first_paint_and_live(site, browse):
 # -- the own marker: room_state.you (protocol 1.1), else hello.reader ----------------------------
 
 
-def per_room_ids(route) -> None:
-    """Between page and server: speak protocol 1.1's per-room reader ids (``room_state.you``, an
-    id in the room that differs from ``hello.reader``), as a 1.1 server does."""
+def relay(frames: list, as_version_1_0: bool = False):
+    """Between page and server: record what the server sends; with ``as_version_1_0``, speak
+    protocol 1.0 to the page (no ``you``; in a room, the reader's own id is ``hello.reader``), as
+    an older server does."""
     import json
 
-    server = route.connect_to_server()
-    me = {}
+    def handler(route) -> None:
+        server = route.connect_to_server()
+        me = {}
 
-    def rename(reader_id):
-        return "room-" + reader_id if reader_id == me.get("id") else reader_id
+        def rename(reader_id):
+            return me["site"] if reader_id == me.get("room") else reader_id
 
-    def to_page(message):
-        frame = json.loads(message)
-        if frame["type"] == "hello":
-            me["id"] = frame["reader"]
-        elif frame["type"] == "room_state":
-            frame["readers"] = [{**r, "id": rename(r["id"])} for r in frame["readers"]]
-            frame["you"] = rename(me["id"])
-        elif frame["type"] == "room":
-            frame["updates"] = [{**r, "id": rename(r["id"])} for r in frame["updates"]]
-            frame["left"] = [rename(i) for i in frame["left"]]
-        route.send(json.dumps(frame))
+        def to_page(message):
+            frame = json.loads(message)
+            frames.append(frame)
+            if as_version_1_0:
+                frame = json.loads(message)
+                if frame["type"] == "hello":
+                    me["site"] = frame["reader"]
+                elif frame["type"] == "room_state":
+                    me["room"] = frame.pop("you")
+                    frame["readers"] = [{**r, "id": rename(r["id"])} for r in frame["readers"]]
+                elif frame["type"] == "room":
+                    frame["updates"] = [{**r, "id": rename(r["id"])} for r in frame["updates"]]
+                    frame["left"] = [rename(i) for i in frame["left"]]
+            route.send(json.dumps(frame))
 
-    server.on_message(to_page)
-    route.on_message(server.send)
+        server.on_message(to_page)
+        route.on_message(server.send)
+
+    return handler
+
+
+def first(frames: list, kind: str) -> dict:
+    return next(f for f in frames if f["type"] == kind)
 
 
 def test_the_own_marker_is_room_state_you(site, browse):
     browsing = browse(site)
     context = browsing.context()
-    context.route_web_socket("**/ws/presence/**", per_room_ids)
+    frames: list[dict] = []
+    context.route_web_socket("**/ws/presence/**", relay(frames))
     page = browsing.page(context)
     [mine] = wait_markers(page, lambda m: len(m) == 1 and m[0]["own"])
-    assert mine["id"].startswith("room-") and "(you)" in mine["label"]
+    you, site_id = first(frames, "room_state")["you"], first(frames, "hello")["reader"]
+    assert mine["id"] == you != site_id and "(you)" in mine["label"]
     other = browsing.page()
     seen = wait_markers(page, lambda m: len(m) == 2)
-    assert [m["own"] for m in seen if m["id"].startswith("room-")] == [True]
+    assert [m["id"] for m in seen if m["own"]] == [you]
     assert sum(m["own"] for m in markers(other)) == 1
+
+
+def test_without_you_the_own_marker_is_hello_reader(site, browse):
+    browsing = browse(site)
+    context = browsing.context()
+    frames: list[dict] = []
+    context.route_web_socket("**/ws/presence/**", relay(frames, as_version_1_0=True))
+    page = browsing.page(context)
+    [mine] = wait_markers(page, lambda m: len(m) == 1 and m[0]["own"])
+    assert mine["id"] == first(frames, "hello")["reader"] and "(you)" in mine["label"]
 
 
 # -- click to jump ------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 AXE = HOSTS / "node_modules" / "axe-core" / "axe.min.js"
-ORIGIN = "http://localhost"
 
 
 def _missing(message: str):
@@ -446,7 +445,10 @@ async def reader():
 
     opened: list[Reader] = []
 
-    async def connect(url: str, session: str | None = None, origin: str = ORIGIN, **kwargs) -> Reader:
+    async def connect(url: str, session: str | None = None, origin: str | None = None, **kwargs) -> Reader:
+        if origin is None:  # the page's own origin: scheme, host and port count (presence/origins.py)
+            scheme, rest = url.split("://", 1)
+            origin = ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
         target = url + (f"?session={session}" if session else "")
         client = Reader(await websockets.connect(target, origin=origin, open_timeout=10, **kwargs))
         opened.append(client)

@@ -150,7 +150,7 @@ class NaiveConsumer(AsyncWebsocketConsumer):
             )
         elif command.type == "identify":
             if command.token is not None:
-                who = identity.identity_from_token(command.token)
+                who = await identity.identity_from_token(command.token)
             else:
                 who = identity.for_session(command.session)
             carried = {room: self.rooms[room] for room in list(self.rooms)}
