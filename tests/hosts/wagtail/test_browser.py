@@ -37,9 +37,10 @@ def readers_text(page) -> str:
 
 
 @pytest.fixture
-def browsing(chromium, server):
+def browsing(session_cookies, chromium, server):
     """``browsing(**context options) -> context``; every context closes after the test, and a page
-    error (an exception, a console error) fails it."""
+    error (an exception, a console error) fails it. (The users' sessions are made first: a session
+    fixture made while Chromium runs could not reach the database.)"""
     contexts, errors = [], []
 
     def open_context(**options):
