@@ -37,6 +37,13 @@ def readers_text(page) -> str:
 
 
 @pytest.fixture
+def server(shared_server):
+    """The module's one Daphne (tests/hosts/conftest.py): the first test counts its readers, the
+    second none."""
+    return shared_server
+
+
+@pytest.fixture
 def browsing(session_cookies, chromium, server):
     """``browsing(**context options) -> context``; every context closes after the test, and a page
     error (an exception, a console error) fails it. (The users' sessions are made first: a session
