@@ -241,7 +241,8 @@ class PeaksView(APIView):
 
     @extend_schema(
         summary="Daily online peaks",
-        description="The highest online count of each day (UTC) and when it was first reached, newest first.",
+        description=("The highest online count of each day (UTC with USE_TZ, else the TIME_ZONE day) and when it "
+                     "was first reached, newest first."),
         parameters=[PeaksQuerySerializer],
         responses={200: OnlinePeakSerializer(many=True), 400: BAD_REQUEST, 403: FORBIDDEN},
         tags=["history"],
