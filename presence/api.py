@@ -25,7 +25,7 @@ from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
 from rest_framework.renderers import TemplateHTMLRenderer
@@ -81,6 +81,14 @@ class PresenceAnonThrottle(AnonRateThrottle):
 
     def get_rate(self) -> str | None:
         return app_settings.API_THROTTLE_RATE
+
+    def allow_request(self, request, view) -> bool:
+        """Refuses (403) an anonymous request whose address only a header claims, with no trusted
+        proxy to vouch for it: in a budget of its own it would double its sender's."""
+        if (self.get_rate() is not None and not request.user.is_authenticated
+                and addresses.from_request(request) == addresses.UNVERIFIED):
+            raise PermissionDenied("the client address cannot be verified: see PRESENCE_TRUSTED_PROXIES")
+        return super().allow_request(request, view)
 
     def get_ident(self, request) -> str:
         """A keyed hash of the client's address as ``presence/addresses.py`` knows it (DRF's own
