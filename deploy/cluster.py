@@ -7,8 +7,9 @@ but ``mime.types``, none is written), prints the URL, and stops everything on Ct
 
     .venv/bin/python deploy/cluster.py -n 3 --port 8080
 
-``REDIS_URL`` defaults to ``redis://127.0.0.1:6379/0``; every other variable (``DATABASE_URL``,
-``DJANGO_SETTINGS_MODULE``, ``ALLOWED_HOSTS``, ``PRESENCE_*``...) passes through to the processes.
+``REDIS_URL`` defaults to ``redis://127.0.0.1:6379/0`` and ``TRUSTED_PROXIES`` to ``127.0.0.1`` (the
+nginx); every other variable (``DATABASE_URL``, ``DJANGO_SETTINGS_MODULE``, ``ALLOWED_HOSTS``,
+``PRESENCE_*``...) passes through to the processes.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
             # Longer than the protocol's heartbeat (20 s) and its silence limit (2.5 x 20 s).
             proxy_read_timeout 120s;
@@ -119,9 +120,8 @@ class Cluster:
         self.manage("collectstatic", "--noinput", "-v", "0")
         for index in range(1, self.count + 1):
             port, log = free_port(), self.run / f"daphne-{index}.log"
-            # --proxy-headers: the client address (per-address cap) is X-Forwarded-For, which
-            # nginx sets; the processes listen on loopback only, so nothing else can set it.
-            command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", APPLICATION]
+            # No --proxy-headers: the app reads nginx's X-Forwarded-For itself (TRUSTED_PROXIES).
+            command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), APPLICATION]
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
@@ -208,6 +208,8 @@ def main() -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.setdefault("DJANGO_SETTINGS_MODULE", "presence_site.settings")
+    # nginx, on loopback, is the processes' only client: each reader counts by the address it forwards.
+    env.setdefault("TRUSTED_PROXIES", "127.0.0.1")
     run = Path(tempfile.mkdtemp(prefix="presence-cluster-"))
     run.chmod(0o755)  # nginx's workers (nobody, when started as root) create their temp files in it
     signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: stop everything, even while starting

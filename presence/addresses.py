@@ -10,8 +10,9 @@ An ASGI server that rewrites the client address itself (Daphne or uvicorn ``--pr
 loses the peer: its ``scope["client"]`` is then one of the header's entries. Such a scope is
 recognised (its client is an entry of the header it came with) and read again from the header
 by the rules above, as if the peer were a trusted proxy; with no trusted proxies configured the
-address cannot be known, and every such connection counts as one address (``UNVERIFIED``), so a
-client that writes the header cannot pick its address (docs/security.md, "Client addresses").
+address cannot be known (``UNVERIFIED``): the caps and throttles refuse such a connection rather
+than give it an allowance of its own, so a client that writes the header can neither pick its
+address nor add to its own (docs/security.md, "Client addresses").
 
 What is counted or throttled is a keyed hash of the address (``address_key``), never the address:
 an IPv6 address counts by its /64 network (what one host or home is given), an IPv4-mapped IPv6
@@ -34,7 +35,7 @@ from presence.conf import app_settings
 
 logger = logging.getLogger(__name__)
 
-# Every connection whose address a rewriting server took from an untrusted header.
+# The address of a connection that a rewriting server took from an untrusted header: unknown.
 UNVERIFIED = "unverified-forwarded-address"
 # In PRESENCE_TRUSTED_PROXIES: connections without a peer address (a Unix socket) come from a proxy.
 UNIX = "unix"
@@ -118,7 +119,7 @@ def _through_proxies(entries: list[str]) -> str | None:
 def _warn_unverified() -> None:
     logger.warning(
         "presence: the server took client addresses from X-Forwarded-For (--proxy-headers) but "
-        "PRESENCE_TRUSTED_PROXIES is empty; such connections all count as one address. Set "
+        "PRESENCE_TRUSTED_PROXIES is empty; such connections are refused. Set "
         "PRESENCE_TRUSTED_PROXIES to your proxies' addresses (docs/security.md, \"Client addresses\")."
     )
 

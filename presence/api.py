@@ -8,17 +8,27 @@ schema and its Swagger UI are staff-only unless ``DEBUG`` is on or ``PRESENCE_PU
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
+import drf_spectacular
 from django.conf import settings
 from django.db.models import QuerySet
+from django.template import TemplateDoesNotExist
+from django.template.backends.django import DjangoTemplates
+from django.urls import get_script_prefix, include, path, reverse
 from django.utils.cache import add_never_cache_headers
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_view
+from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
+from rest_framework.renderers import TemplateHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -44,6 +54,19 @@ from presence.serializers import (
     TokenSerializer,
 )
 
+
+def extend_schema(**kwargs):
+    """drf-spectacular's ``extend_schema`` on its own AutoSchema: the decorator extends the
+    project's ``DEFAULT_SCHEMA_CLASS`` otherwise, which a site with a DRF API of its own need not
+    have pointed at drf-spectacular (the schema then fails to build)."""
+
+    def decorate(method):
+        method.schema = AutoSchema  # what drf-spectacular's decorator extends, read before the default
+        return spectacular_extend_schema(**kwargs)(method)
+
+    return decorate
+
+
 BAD_REQUEST = OpenApiResponse(dict[str, list[str]], description="A message per invalid query parameter.")
 FORBIDDEN = OpenApiResponse(DetailSerializer, description="Not signed in, or not allowed.")
 THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests from this anonymous client.")
@@ -58,6 +81,14 @@ class PresenceAnonThrottle(AnonRateThrottle):
 
     def get_rate(self) -> str | None:
         return app_settings.API_THROTTLE_RATE
+
+    def allow_request(self, request, view) -> bool:
+        """Refuses (403) an anonymous request whose address only a header claims, with no trusted
+        proxy to vouch for it: in a budget of its own it would double its sender's."""
+        if (self.get_rate() is not None and not request.user.is_authenticated
+                and addresses.from_request(request) == addresses.UNVERIFIED):
+            raise PermissionDenied("the client address cannot be verified: see PRESENCE_TRUSTED_PROXIES")
+        return super().allow_request(request, view)
 
     def get_ident(self, request) -> str:
         """A keyed hash of the client's address as ``presence/addresses.py`` knows it (DRF's own
@@ -218,7 +249,8 @@ class PeaksView(APIView):
 
     @extend_schema(
         summary="Daily online peaks",
-        description="The highest online count of each day (UTC) and when it was first reached, newest first.",
+        description=("The highest online count of each day (UTC with USE_TZ, else the TIME_ZONE day) and when it "
+                     "was first reached, newest first."),
         parameters=[PeaksQuerySerializer],
         responses={200: OnlinePeakSerializer(many=True), 400: BAD_REQUEST, 403: FORBIDDEN},
         tags=["history"],
@@ -241,14 +273,48 @@ class DocsPermission(BasePermission):
         return bool(public or (request.user and request.user.is_staff))
 
 
+def own_patterns() -> list:
+    """This app's API where the project included it (``api/presence/``), and nothing else: the
+    project's own API views need not suit drf-spectacular, nor be published with these docs
+    (nor the schema and docs views, which document nothing)."""
+    from presence.urls import urlpatterns
+
+    prefix = reverse("presence:online").removeprefix(get_script_prefix()).removesuffix("online/")
+    return [path(prefix, include([p for p in urlpatterns if p.name not in ("schema", "docs")]))]
+
+
 class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of the project's API."""
+    """The OpenAPI 3 schema of this app's API."""
 
     permission_classes = [DocsPermission]
+
+    @property
+    def patterns(self) -> list:
+        return own_patterns()
+
+
+@functools.cache
+def _spectacular_templates() -> DjangoTemplates:
+    return DjangoTemplates({"NAME": "presence-api-docs", "DIRS": [Path(drf_spectacular.__file__).parent / "templates"],
+                            "APP_DIRS": False, "OPTIONS": {}})
+
+
+class SwaggerTemplates(TemplateHTMLRenderer):
+    """drf-spectacular's Swagger UI page, also in a project that does not list ``drf_spectacular``
+    in INSTALLED_APPS (README.md does not ask for it)."""
+
+    def resolve_template(self, template_names):
+        try:
+            return super().resolve_template(template_names)
+        except TemplateDoesNotExist:
+            if not template_names:
+                raise
+            return _spectacular_templates().get_template(template_names[0])
 
 
 class DocsView(SpectacularSwaggerView):
     """Swagger UI over ``SchemaView`` (assets from drf-spectacular-sidecar when configured)."""
 
     permission_classes = [DocsPermission]
+    renderer_classes = [SwaggerTemplates]
     url_name = "presence:schema"

@@ -20,14 +20,13 @@ from django.core.exceptions import DisallowedHost
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from presence import identity, origins, rooms
-from presence.api import PresenceAnonThrottle
+from presence.api import PresenceAnonThrottle, extend_schema
 from presence.errors import InvalidRoom
 from presence.history import remember_final_position
 from presence.models import ReadingSession

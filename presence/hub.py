@@ -236,10 +236,15 @@ class Hub:
         ``PRESENCE_MAX_READERS_PER_IP`` (distinct identities) and ``PRESENCE_MAX_CONNECTIONS_PER_IP``,
         site-wide through the store. Returns what to hand to ``register`` and ``dismiss`` (None:
         not counted, no cap or no address known); raises TooManyConnections over a cap. A store
-        outage admits (counted here; the next heartbeat writes it to the store)."""
+        outage admits (counted here; the next heartbeat writes it to the store). A connection whose
+        address a header claims and no trusted proxy vouches for (``addresses.UNVERIFIED``) is refused."""
         caps = app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP
         if not address or caps == (None, None):
             return None
+        if address == addresses.UNVERIFIED:
+            # Counted in a bucket of its own, such a connection would be an allowance beyond its
+            # address's: refused, so one client holds at most the cap (docs/security.md).
+            raise TooManyConnections("the client address cannot be verified (PRESENCE_TRUSTED_PROXIES)")
         await self.start()  # its first heartbeat connects the store before a burst of handshakes
         admission = Admission(addresses.address_key(address), identity.reader_id(identity_))
         await self._count_in(admission, caps)

@@ -93,34 +93,43 @@ def reader_id(identity: str, room: str | None = None) -> str:
 # cookie. The session key is encrypted because the page's JavaScript sees the token, and the
 # key is what an HttpOnly cookie keeps from it: a keystream of HMAC-SHA256 blocks (a PRF in
 # counter mode) under a random nonce, then the whole payload signed (``django.core.signing``).
+# Every key derives from the secret that signed the token, so that a token lives through a
+# rotation of SECRET_KEY that lists the old key in SECRET_KEY_FALLBACKS, as Django's sessions do.
 
+# A token is about 210 characters with database or cache sessions; with signed-cookie sessions
+# (whose key is the session itself) about 450 for a bare sign-in, growing with the session's data.
 TOKEN_MAX_LENGTH = 2048
 _NONCE = 16
 
 
-def _stream(nonce: bytes, length: int) -> bytes:
-    key = hashlib.sha256(("presence.token.session:" + settings.SECRET_KEY).encode()).digest()
+def _secrets() -> list[str]:
+    """The secrets a token may have been made with: SECRET_KEY first, then its fallbacks."""
+    return [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+
+
+def _stream(nonce: bytes, length: int, secret: str) -> bytes:
+    key = hashlib.sha256(("presence.token.session:" + secret).encode()).digest()
     blocks = (hmac.new(key, nonce + n.to_bytes(4, "big"), hashlib.sha256).digest() for n in range(length // 32 + 1))
     return b"".join(blocks)[:length]
 
 
-def _seal(session_key: str) -> str:
+def _seal(session_key: str, secret: str) -> str:
     nonce = secrets.token_bytes(_NONCE)
     plain = session_key.encode()
-    sealed = bytes(a ^ b for a, b in zip(plain, _stream(nonce, len(plain)), strict=True))
+    sealed = bytes(a ^ b for a, b in zip(plain, _stream(nonce, len(plain), secret), strict=True))
     return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
 
-def _open(sealed: str) -> str:
+def _open(sealed: str, secret: str) -> str:
     raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
     nonce, body = raw[:_NONCE], raw[_NONCE:]
     if len(nonce) < _NONCE or not body:
         raise ValueError("sealed session too short")
-    return bytes(a ^ b for a, b in zip(body, _stream(nonce, len(body)), strict=True)).decode()
+    return bytes(a ^ b for a, b in zip(body, _stream(nonce, len(body), secret), strict=True)).decode()
 
 
-def _auth_digest(auth_hash: str) -> str:
-    return salted_hmac("presence.token.auth", auth_hash).hexdigest()[:32]
+def _auth_digest(auth_hash: str, secret: str) -> str:
+    return salted_hmac("presence.token.auth", auth_hash, secret=secret).hexdigest()[:32]
 
 
 def make_token(user: object, session: object) -> str:
@@ -129,14 +138,17 @@ def make_token(user: object, session: object) -> str:
     session_key = getattr(session, "session_key", None)
     if not session_key:
         raise ValueError("an identity token needs the signed-in request's saved session")
-    payload = {"u": str(user.pk), "h": _auth_digest(user.get_session_auth_hash()), "s": _seal(session_key)}
-    return signing.dumps(payload, salt=app_settings.TOKEN_SALT, compress=False)
+    secret = settings.SECRET_KEY
+    payload = {"u": str(user.pk), "h": _auth_digest(user.get_session_auth_hash(), secret),
+               "s": _seal(session_key, secret)}
+    return signing.dumps(payload, key=secret, salt=app_settings.TOKEN_SALT, compress=False)
 
 
-def _session_user(session_key: str, pk: str, digest: str) -> bool:
+def _session_user(session_key: str, pk: str, digest: str, secret: str) -> bool:
     """Whether the session still signs in user ``pk`` with the auth hash the token was made
-    with. Read-only: unlike ``django.contrib.auth.get_user`` it never flushes or cycles the
-    session, which belongs to the browser's cookie, not to this check."""
+    with (under ``secret``, the key that signed the token). Read-only: unlike
+    ``django.contrib.auth.get_user`` it never flushes or cycles the session, which belongs to the
+    browser's cookie, not to this check."""
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     try:
         session_pk = store[auth.SESSION_KEY]
@@ -156,35 +168,43 @@ def _session_user(session_key: str, pk: str, digest: str) -> bool:
     hashes = [current, *user.get_session_auth_fallback_hash()]
     if not any(constant_time_compare(stored, h) for h in hashes):
         return False
-    return constant_time_compare(digest, _auth_digest(current))
+    # The user's hash under the token's secret is the current one, or a fallback after a rotation.
+    return any(constant_time_compare(digest, _auth_digest(h, secret)) for h in hashes)
 
 
 _session_user_async = database_sync_to_async(_session_user)
 
 
-def _unsign(token: object) -> tuple[str, str, str]:
-    """The (user pk, auth digest, session key) a token carries; raises InvalidToken."""
-    if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
+def _unsign(token: object) -> tuple[str, str, str, str]:
+    """The (user pk, auth digest, session key, secret that signed it) of a token; raises InvalidToken."""
+    if not isinstance(token, str) or not token or not token.isascii():
         raise InvalidToken("token must be a non-empty string")
-    try:
-        data = signing.loads(token, salt=app_settings.TOKEN_SALT, max_age=app_settings.TOKEN_MAX_AGE)
-    except signing.SignatureExpired as exc:
-        raise InvalidToken("token expired") from exc
-    except signing.BadSignature as exc:
-        raise InvalidToken("token signature is invalid") from exc
+    if len(token) > TOKEN_MAX_LENGTH:
+        raise InvalidToken(f"token longer than {TOKEN_MAX_LENGTH} characters")
+    for secret in _secrets():
+        try:
+            data = signing.loads(token, key=secret, fallback_keys=[], salt=app_settings.TOKEN_SALT,
+                                 max_age=app_settings.TOKEN_MAX_AGE)
+        except signing.SignatureExpired as exc:
+            raise InvalidToken("token expired") from exc
+        except signing.BadSignature:
+            continue
+        break
+    else:
+        raise InvalidToken("token signature is invalid")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("u", "h", "s")):
         raise InvalidToken("token payload is invalid")
     try:
-        session_key = _open(data["s"])
+        session_key = _open(data["s"], secret)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidToken("token payload is invalid") from exc
-    return data["u"], data["h"], session_key
+    return data["u"], data["h"], session_key, secret
 
 
 async def identity_from_token(token: object) -> str:
     """The ``user:<pk>`` identity a token vouches for, checked against the database (its
     session, user and password hash); raises InvalidToken."""
-    pk, digest, session_key = _unsign(token)
-    if not await _session_user_async(session_key, pk, digest):
+    pk, digest, session_key, secret = _unsign(token)
+    if not await _session_user_async(session_key, pk, digest, secret):
         raise InvalidToken("token's sign-in has ended")
     return for_user(pk)

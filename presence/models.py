@@ -56,7 +56,8 @@ class ReadingSession(models.Model):
 
 
 class OnlinePeak(models.Model):
-    """The highest site-wide online count of a day (UTC) and when it was first reached."""
+    """The highest site-wide online count of a day (UTC with ``USE_TZ``, else ``TIME_ZONE``'s) and when
+    it was first reached."""
 
     date = models.DateField(unique=True)
     count = models.PositiveIntegerField()

@@ -189,6 +189,10 @@ PRESENCE_ROOM_KINDS = {"article": {"model": "blog.Article", "queryset": "publish
 PRESENCE_REDIS_URL = REDIS_URL
 PRESENCE_REDIS_CLUSTER = REDIS_CLUSTER
 
+# The proxies in front (TRUSTED_PROXIES=127.0.0.1 behind a local nginx, deploy/README.md): their
+# X-Forwarded-For names the client, for the per-address caps and throttles. None: the socket's peer.
+PRESENCE_TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -529,6 +529,19 @@ def test_a_new_x_forwarded_for_per_request_does_not_escape_the_throttle(client, 
     assert statuses(client, [{"REMOTE_ADDR": "192.0.2.11"}]) == Counter({200: 1})  # another client
 
 
+def test_a_header_naming_its_own_peer_gets_no_budget_of_its_own(client, request):
+    """A client that writes its own address into X-Forwarded-For looks like a connection a
+    ``--proxy-headers`` server rewrote, whose address no trusted proxy vouches for. In a budget of
+    its own it would double the client's; it is refused instead, and the client keeps exactly its
+    120 requests."""
+    presence.store.set_store(make_store("memory", request))
+    own = [{"REMOTE_ADDR": "192.0.2.20", "HTTP_X_FORWARDED_FOR": "192.0.2.20"}] * 20
+    assert statuses(client, own) == Counter({403: 20})
+    response = client.get(f"{API}online/", REMOTE_ADDR="192.0.2.20", HTTP_X_FORWARDED_FOR="192.0.2.20")
+    assert "PRESENCE_TRUSTED_PROXIES" in response.json()["detail"]
+    assert statuses(client, [{"REMOTE_ADDR": "192.0.2.20"}] * 130) == Counter({200: 120, 429: 10})
+
+
 def test_a_trusted_proxys_forwarded_address_is_the_client(client, request):
     """Behind a trusted proxy (which appends the address it saw), each client has a budget of
     its own, and what a client writes into the header itself still changes nothing."""

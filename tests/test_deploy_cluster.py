@@ -1,7 +1,9 @@
 """``make cluster`` (``deploy/cluster.py``): Daphne processes behind a real nginx, driven through it.
 
 Two WebSockets that nginx sends to different processes must see each other (counts shared
-through Redis, no sticky sessions), and Ctrl-C must stop nginx and every process.
+through Redis, no sticky sessions), each client behind nginx has an allowance of its own (the
+processes believe nginx's X-Forwarded-For, ``TRUSTED_PROXIES=127.0.0.1``), and Ctrl-C must stop
+nginx and every process.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -17,6 +20,7 @@ import sys
 import time
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from deploy.cluster import find_nginx
 from tests.conftest import CI
@@ -116,3 +120,45 @@ async def test_clients_on_different_processes_see_each_other_through_nginx(clust
     assert "Stopping the cluster" in log.read_text()
     nginx_port = int(url.rsplit(":", 1)[1].strip("/"))
     assert not any(listening(port) for port in [nginx_port, *ports]), log.read_text()
+
+
+CAP = 50  # PRESENCE_MAX_READERS_PER_IP's default
+
+
+async def open_from(ws_url: str, origin: str, local: str, room: str, gate: asyncio.Semaphore) -> Client | None:
+    """A reader of ``room`` from the loopback address ``local`` with a session of its own, through
+    nginx; None when its handshake is refused (HTTP 403)."""
+    async with gate:
+        try:
+            client = await Client.connect(ws_url, secrets.token_hex(8), origin=origin, local_addr=(local, 0))
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 403, refused.response.status_code
+            return None
+    await client.send_json(type="join", room=room)
+    return client
+
+
+async def test_each_client_behind_nginx_has_an_allowance_of_its_own(cluster):
+    """60 clients, each from a loopback address of its own (nginx appends it to X-Forwarded-For),
+    all get in through nginx to two processes: the processes count each by the address nginx
+    forwards, not all as nginx. One client opening 60 sessions is still held to 50. (With Daphne
+    ``--proxy-headers`` and no trusted proxy, as deployed before, the 60 were one address: 50 in.)"""
+    url, ports, proc, log, pk = cluster
+    ws_url, origin, room = url.replace("http://", "ws://") + "ws/presence/", url.rstrip("/"), f"article:{pk}"
+    gate = asyncio.Semaphore(20)
+    observer = await Client.connect(ws_url, "cluster-observer", origin=origin, local_addr=("127.0.9.1", 0))
+    opened: list[Client] = [observer]
+    try:
+        clients = await asyncio.gather(*(open_from(ws_url, origin, f"127.0.10.{n + 1}", room, gate) for n in range(60)))
+        opened += [client for client in clients if client]
+        assert sum(client is not None for client in clients) == 60, "a distinct client was refused"
+        upstreams = {client.ws.response.headers["X-Presence-Upstream"] for client in clients}
+        assert upstreams == {f"127.0.0.1:{port}" for port in ports}  # both processes served them
+
+        one = await asyncio.gather(*(open_from(ws_url, origin, "127.0.11.1", room, gate) for _ in range(CAP + 10)))
+        opened += [client for client in one if client]
+        assert sum(client is not None for client in one) == CAP
+
+        await observer.wait_until(lambda c: c.online == 1 + 60 + CAP, timeout=15)
+    finally:
+        await asyncio.gather(*(client.close() for client in opened))

@@ -161,14 +161,30 @@ async def test_one_address_moves_every_number_by_at_most_the_cap(servers, site_d
 async def test_a_forged_x_forwarded_for_picks_no_address_under_proxy_headers(servers, room):
     """Daphne ``--proxy-headers`` takes the client address from X-Forwarded-For, from anyone. With
     no trusted proxy configured, such an address cannot be believed: 200 connections, each
-    claiming another address, are one address and get 50 readers in."""
+    claiming another address, are all refused, and the same client without the header gets its
+    50 readers in, no more (counted in a bucket of their own, the forged ones would add 50)."""
     server = servers("proxy-headers", args=("--proxy-headers",), max_connections_per_ip=CAP)
-    flood = await Flood(ATTACKER, room).run(
+    forged = await Flood(ATTACKER, room).run(
         [(server.url, secrets.token_hex(8), {"X-Forwarded-For": f"198.51.{n // 250}.{n % 250}"}) for n in range(200)]
     )
-    assert (len(flood.open), flood.refused) == (CAP, 200 - CAP)
+    assert (len(forged.open), forged.refused) == (0, 200)
     assert "PRESENCE_TRUSTED_PROXIES is empty" in server.output  # the operator is told why
-    await flood.close()
+    plain = await Flood(ATTACKER, room).run([(server.url, secrets.token_hex(8), None) for _ in range(CAP + 10)])
+    assert (len(plain.open), plain.refused) == (CAP, 10)
+    await plain.close()
+
+
+async def test_a_header_naming_its_own_peer_gets_no_allowance_of_its_own(servers, room):
+    """Straight to Daphne (no proxy, no ``--proxy-headers``), a client that writes its own address
+    into X-Forwarded-For looks like a connection a rewriting server let through: such connections
+    are refused, so the client's readers stay at the cap (they would have been 50 + 50)."""
+    server = servers("own-header")
+    own = await Flood(ATTACKER, room).run(
+        [(server.url, secrets.token_hex(8), {"X-Forwarded-For": ATTACKER}) for _ in range(CAP + 10)]
+    )
+    plain = await Flood(ATTACKER, room).run([(server.url, secrets.token_hex(8), None) for _ in range(CAP + 10)])
+    assert (len(own.open), len(plain.open)) == (0, CAP)
+    await asyncio.gather(own.close(), plain.close())
 
 
 NGINX_CONF = """\

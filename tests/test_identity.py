@@ -191,3 +191,40 @@ def test_reader_ids_differ_per_room_and_the_site_id_is_no_rooms(settings):
     assert all(len(rid) == 24 and int(rid, 16) >= 0 for rid in [site, *in_rooms.values()])
     settings.PRESENCE_READER_SECRET = "another secret"
     assert identity.reader_id(who, "article:1") != in_rooms["article:1"]
+
+
+# -- tokens across secret rotations and session engines ---------------------------------------------
+
+
+async def test_a_token_lives_through_a_secret_key_rotation_while_the_old_key_is_a_fallback(
+        hub, make_user, signed_in_browser, settings):
+    """Django keeps sessions signed in while a rotated-out SECRET_KEY is listed in
+    SECRET_KEY_FALLBACKS; a page's token (signed, its session key encrypted and its password
+    digest keyed, all under the old key) lives as long, and ends when the old key is dropped."""
+    user = await make_user("kai")
+    _, token = await signed_in_browser(user)
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-rotated-secret-key-" + "k" * 40, [old]
+    client = await open_socket("rotatedkey01")
+    assert (await identify(client, token))["reader"] == as_user(user)
+    settings.SECRET_KEY_FALLBACKS = []
+    reply = await identify(client, token)
+    assert (reply["type"], reply.get("code")) == ("error", "invalid_token"), reply
+    await client.disconnect()
+
+
+@pytest.mark.parametrize("engine", ["db", "cache", "signed_cookies"])
+async def test_tokens_of_every_session_engine_fit_and_end_with_the_password(
+        hub, make_user, signed_in_browser, settings, engine):
+    """Signed-cookie sessions make the longest tokens (the session key is the session itself):
+    within the limit for a sign-in, and bound to the password like the others."""
+    settings.SESSION_ENGINE = f"django.contrib.sessions.backends.{engine}"
+    user = await make_user(f"mo_{engine}")
+    _, token = await signed_in_browser(user)
+    assert len(token) <= (identity.TOKEN_MAX_LENGTH if engine == "signed_cookies" else 300), len(token)
+    client = await open_socket(f"engine{engine}"[:20])
+    assert (await identify(client, token))["reader"] == as_user(user)
+    await change_password(user)
+    reply = await identify(client, token)
+    assert (reply["type"], reply.get("code")) == ("error", "invalid_token"), reply
+    await client.disconnect()

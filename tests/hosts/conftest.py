@@ -256,12 +256,15 @@ class HostServer:
     host's folder as working directory and ``PYTHONPATH`` (so ``presence`` is the installed one).
 
     DEBUG is on (the README's ``asgi.py`` then serves static files); ``env`` adds or overrides
-    variables (``REDIS_URL``, ``REDIS_PREFIX``). A context manager: leaving it terminates the
+    variables (``REDIS_URL``, ``REDIS_PREFIX``); ``args`` are more Daphne options
+    (``--proxy-headers``). A context manager: leaving it terminates the
     process, then kills it if it lingers; its output is in ``output`` (shown when it fails to start).
     """
 
-    def __init__(self, host: str, database_url: str, env: dict[str, str] | None = None, name: str | None = None):
+    def __init__(self, host: str, database_url: str, env: dict[str, str] | None = None, name: str | None = None,
+                 args: tuple[str, ...] = ()):
         self.host = host
+        self.args = tuple(args)
         self.name = name or f"{host}-daphne"
         self.folder = HOSTS / host
         self.env = dict(os.environ)
@@ -297,7 +300,7 @@ class HostServer:
         for _attempt in range(3):  # a free port may be taken between probing and binding it
             self.port = free_port()
             self.proc = subprocess.Popen(
-                [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), f"host{self.host}.asgi:application"],
+                [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), *self.args, f"host{self.host}.asgi:application"],
                 cwd=self.folder,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
