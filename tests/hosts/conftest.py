@@ -637,9 +637,12 @@ class WidgetPage:
         )
 
     def box(self, selector: str) -> Box:
-        found = self.page.eval_on_selector(
-            selector, "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }"
+        found = self.page.evaluate(  # in one go: the element found is the element measured
+            "s => { const e = document.querySelector(s); if (!e) return null;"
+            " const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }",
+            selector,
         )
+        assert found is not None, f"no {selector} on the page"
         return Box(*found)
 
     def viewport(self) -> Box:

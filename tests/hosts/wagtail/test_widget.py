@@ -98,17 +98,17 @@ def test_the_ranking_follows_the_readers_live_with_the_pages_urls(browsing, live
 
     carol = browsing.open(url_b)
     both = [[title_a, "1 reader", browsing.base + url_a], [title_b, "1 reader", browsing.base + url_b]]
-    bob.wait(lambda: shown(bob), lambda s: both[1] in s["ranked"], 3, "the ranking")
+    bob.wait(lambda: shown(bob), lambda s: both[1] in s["ranked"], 5, "the ranking")
     # Bob is online, and reads none of the posts listed.
     assert sorted(entry["room"] for entry in browsing.get("/api/presence/rooms/")) == sorted([room_a, room_b])
     assert browsing.online() == 3
-    seen = bob.wait(lambda: shown(bob), lambda s: sorted(s["ranked"]) == sorted(both), 3, "the ranking")
+    seen = bob.wait(lambda: shown(bob), lambda s: sorted(s["ranked"]) == sorted(both), 5, "the ranking")
     assert seen["listed"][title_a] == seen["listed"][title_b] == "1 person reading now", seen
     alice.page.context.close()
-    seen = bob.wait(lambda: shown(bob), lambda s: s["ranked"] == [both[1]], 3, "the ranking")
+    seen = bob.wait(lambda: shown(bob), lambda s: s["ranked"] == [both[1]], 5, "the ranking")
     assert seen["listed"][title_a] == "0 people reading now", seen
     carol.page.context.close()
-    seen = bob.wait(lambda: shown(bob), lambda s: s["ranked"] == [] and s["nobody"], 3, "the ranking")
+    seen = bob.wait(lambda: shown(bob), lambda s: s["ranked"] == [] and s["nobody"], 5, "the ranking")
     assert set(seen["listed"].values()) == {"0 people reading now"}, seen
     assert rest == [], "polled the REST API while the socket was open"
 
@@ -128,7 +128,7 @@ def test_a_click_on_a_readers_marker_goes_to_their_place(browsing, live):
     page.page.click(page.focusable(ahead_id))
     page.page.wait_for_function(
         "scrollY > 0 && Math.abs(-document.querySelector('article').getBoundingClientRect().top"
-        " / (document.querySelector('article').offsetHeight - innerHeight) - 0.7) < 0.02", timeout=3000)
+        " / (document.querySelector('article').offsetHeight - innerHeight) - 0.7) < 0.02", timeout=5000)
 
 
 # -- axe-core in every state -----------------------------------------------------------------------
