@@ -41,8 +41,15 @@ run: install
 	$(VENV)/bin/python manage.py migrate
 	$(VENV)/bin/python manage.py runserver 127.0.0.1:8000
 
+# The test tools of npm (tests/js/package.json: axe-core, htmx, Turbo, terser) at the versions its
+# package-lock.json pins, for the widget's unit tests, the browser tests and the host projects.
+NODE_STAMP := tests/js/node_modules/.stamp
+$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $@
+
 # The main suite, then the host projects on the installed wheel (tests/hosts/).
-test: install chromium nginx test-js
+test: install chromium nginx test-js $(NODE_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-hosts
 
@@ -63,7 +70,6 @@ dist: install
 HOSTS_PYTHON ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python /root/.pyenv/versions/3.12*/bin/python))),$(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),python3)
 HOSTS_VENV ?= .venv-hosts
 HOSTS_STAMP := $(HOSTS_VENV)/.requirements.stamp
-HOSTS_NODE_STAMP := tests/hosts/node_modules/.stamp
 HOSTS_PYTEST_ARGS ?=
 
 .PHONY: $(HOSTS_VENV)
@@ -74,21 +80,16 @@ $(HOSTS_STAMP): requirements-hosts.txt
 	$(HOSTS_VENV)/bin/python -m pip install -q -r requirements-hosts.txt
 	touch $@
 
-# axe-core for the hosts' accessibility checks, at the version tests/hosts/package-lock.json pins.
-$(HOSTS_NODE_STAMP): tests/hosts/package.json tests/hosts/package-lock.json
-	npm ci --prefix tests/hosts --no-audit --no-fund --silent
-	touch $@
-
 # The wheel is force-reinstalled every run (same version number, new code); `pip check` proves
 # the hosts' exact pins satisfy the wheel's ranges.
-hosts-install: dist $(HOSTS_STAMP) $(HOSTS_NODE_STAMP)
+hosts-install: dist $(HOSTS_STAMP) $(NODE_STAMP)
 	$(HOSTS_VENV)/bin/python -m pip install -q --no-deps --force-reinstall $(WHEEL)
 	$(HOSTS_VENV)/bin/python -m pip check
 
 # Each host (a folder with a manage.py) runs from tests/hosts/ with its own settings,
 # `host<folder>.settings`; -P keeps the repository off sys.path, so `presence` is the wheel's.
 HOSTS := $(patsubst tests/hosts/%/manage.py,%,$(wildcard tests/hosts/*/manage.py))
-test-hosts: hosts-install chromium
+test-hosts: hosts-install chromium $(NODE_STAMP)
 	@set -e; for host in $(HOSTS); do \
 		echo "== host $$host"; \
 		(cd tests/hosts && ../../$(HOSTS_VENV)/bin/python -P -m pytest $$host --ds=host$$host.settings $(HOSTS_PYTEST_ARGS)); \
@@ -122,7 +123,7 @@ test-compat: .venv-django42/.requirements.stamp .venv-django60/.requirements.sta
 	done
 
 # Unit tests of the widget's pure parts (presence/static/presence/core.js), Node's own runner.
-test-js:
+test-js: $(NODE_STAMP)
 	node --test tests/js/
 
 test-fast: install
@@ -141,5 +142,5 @@ bench: install
 	$(VENV)/bin/python -m bench.redis_cost
 
 clean:
-	rm -rf $(VENV) $(HOSTS_VENV) .venv-django42 .venv-django60 dist tests/hosts/node_modules .pytest_cache .hypothesis .ruff_cache staticfiles .coverage htmlcov
+	rm -rf $(VENV) $(HOSTS_VENV) .venv-django42 .venv-django60 dist tests/js/node_modules .pytest_cache .hypothesis .ruff_cache staticfiles .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django import template
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
@@ -60,7 +61,16 @@ def rendered_language() -> str:
     translated = [phrase(n) for phrase in PHRASES for n in (1, 2)]
     with translation.override(None):
         source = [phrase(n) for phrase in PHRASES for n in (1, 2)]
-    return language if translated != source else "en"
+    if translated == source:
+        return "en"
+    # Django fills what the active language's catalogues lack from LANGUAGE_CODE's: a Japanese page
+    # of a Chinese-first site shows the app's texts in Chinese, which take Chinese plural rules.
+    default = settings.LANGUAGE_CODE
+    if translation.to_language(language) != translation.to_language(default):
+        with translation.override(default):
+            if [phrase(n) for phrase in PHRASES for n in (1, 2)] == translated:
+                return default
+    return language
 
 
 def counted(phrase, count: int) -> str:

@@ -36,7 +36,8 @@ def chromium():
     """A headless Chromium for a test module. Not longer: while Playwright's sync API is started,
     its event loop counts as running in this thread, and async tests after it would fail."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        _missing(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (see README, 'The widget')")
+        _missing(f"no Chromium at {CHROMIUM}: `apt-get install chromium` "
+                 "(docs/development.md, 'The browser tests and the screenshots')")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

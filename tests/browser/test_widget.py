@@ -169,6 +169,54 @@ def test_signing_in_merges_identities(browsing):
     wait_markers(watcher, lambda m: any(x["id"] == user_id and x["label"].startswith("Demo,") for x in m))
 
 
+# Every WebSocket a page makes and how each closed, with the page's clock; and a fixed jitter
+# (Math.random) so that the client's reconnect delays are its backoff's middle (core.js backoffDelay).
+SOCKET_LOG = """
+window.socketLog = [];
+Math.random = () => 0.5;
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    socketLog.push({ at: performance.now(), event: "open" });
+    this.addEventListener("close", (e) => socketLog.push({ at: performance.now(), event: "close", code: e.code }));
+  }
+};
+"""
+
+
+def test_a_reader_refused_after_hello_backs_off_like_a_refused_handshake(start_site, chromium):
+    """Close 4029 (docs/protocol.md): an `identify` to a reader the address has no room for. The
+    client backs off as after a refused handshake (1 s, the second step, with jitter at its middle),
+    never from the start again (0.5 s) as after a dropped connection."""
+    browsing = Browsing(chromium, start_site(max_readers_per_ip=2).base)
+    try:
+        context = browsing.context()
+        context.add_init_script(script=SOCKET_LOG)
+        tabs = [browsing.page(context), browsing.page(context)]  # one reader, two connections
+        browsing.page()  # another reader: the address is full
+        signing_in = browsing.page(context, "/accounts/login/?next=" + ARTICLE)
+        signing_in.fill("input[name=username]", "demo")
+        signing_in.fill("input[name=password]", "demo")
+        signing_in.click("button[type=submit]")
+        signing_in.wait_for_url("**" + ARTICLE)
+        # The new page's token reaches both tabs; re-keyed to the user, the first is a third reader.
+        deadline = time.monotonic() + 10
+        while not (refused := [tab for tab in tabs if any(e.get("code") == 4029 for e in tab.evaluate("socketLog"))]):
+            assert time.monotonic() < deadline, [tab.evaluate("socketLog") for tab in tabs]
+            tabs[0].wait_for_timeout(100)
+        tab = refused[0]
+        tab.wait_for_timeout(1500)
+        log = tab.evaluate("socketLog")
+        closed = next(i for i, e in enumerate(log) if e.get("code") == 4029)
+        again = next((e for e in log[closed:] if e["event"] == "open"), None)
+        assert again is not None and again["at"] - log[closed]["at"] >= 900, log
+    finally:
+        browsing.close()
+    # Refused handshakes (the signed-in page's, a third reader) are the browser's console errors.
+    assert [e for e in browsing.errors if "WebSocket connection" not in e] == []
+
+
 def test_display_name_is_text_never_markup(browsing):
     writer = browsing.page()
     reader = browsing.page()

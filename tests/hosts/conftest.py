@@ -13,9 +13,11 @@ servers to be visible use ``live_db`` (autocommit, never rolled back) instead of
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +26,9 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -42,7 +46,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-AXE = HOSTS / "node_modules" / "axe-core" / "axe.min.js"
+AXE = REPOSITORY / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def _missing(message: str):
@@ -464,14 +468,48 @@ async def reader():
         await client.close()
 
 
-# -- Chromium and axe-core -------------------------------------------------------------------------
+# -- the database beside a browser -----------------------------------------------------------------
+
+
+def in_thread(function, *args):
+    """``function(*args)`` in a thread of its own, whose database connections close afterwards.
+    While Playwright's sync API runs, Django takes the test's thread for async code: it refuses
+    database calls there, and a connection opened anyway would be another one, left open
+    (PostgreSQL then cannot drop the test database)."""
+    from django.db import connections
+
+    def call():
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+@pytest.fixture(scope="session")
+def orm(django_db_setup, django_db_blocker):
+    """``orm(function, *args)``: its result, computed with database access in a thread of its own
+    (``in_thread``), as browser tests must: they take no ``django_db`` transaction, and what they
+    read is what the host's servers wrote (autocommit; nothing is rolled back)."""
+
+    def run(function, *args):
+        with django_db_blocker.unblock():
+            return in_thread(function, *args)
+
+    return run
+
+
+# -- Chromium, a server shared by a module's browser tests, axe-core ------------------------------
 
 
 @pytest.fixture(scope="module")
 def chromium():
     """Headless Debian Chromium through Playwright's Python package (never Playwright's own
     browser downloads), for one test module: while Playwright's sync API runs, its event loop
-    counts as running in this thread, and async tests after it would fail."""
+    counts as running in this thread, so async tests after it would fail, and so would a
+    ``django_db`` transaction (browser tests use ``orm`` instead)."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (docs/development.md)")
     try:
@@ -484,24 +522,236 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture
-def axe():
-    """``axe(page, selector=None) -> violations``: axe-core's WCAG 2.x A/AA rules over the page
-    (or one element of it); axe-core comes from tests/hosts/package-lock.json (`make test-hosts`)."""
-    if not AXE.exists():
-        _missing(f"no axe-core at {AXE}: `npm ci --prefix tests/hosts` (make test-hosts does it)")
+@pytest.fixture(scope="module")
+def shared_server(request, database_url):
+    """One Daphne of the module's host for all its browser tests, on the in-memory store (whatever
+    ``REDIS_URL`` says): each test starts once nobody is online (``browsing``), and its readers
+    leave when its pages close."""
+    host = host_of(request.path)
+    with HostServer(host, database_url, {"REDIS_URL": ""}, name=f"{host}-shared-daphne") as server:
+        yield server
 
-    def run(page, selector: str | None = None) -> list[dict]:
-        page.add_script_tag(path=str(AXE))
-        return page.evaluate(
-            """async (selector) => {
-                const result = await axe.run(selector ? document.querySelector(selector) : document, {
-                    runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
-                });
-                return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                    nodes: v.nodes.map(n => n.target.join(" "))}));
+
+VIEWPORT = {"width": 1100, "height": 700}
+
+
+@dataclass(frozen=True)
+class Box:
+    """An element's box in viewport pixels."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def grown(self, by: float) -> Box:
+        return Box(self.left - by, self.top - by, self.right + by, self.bottom + by)
+
+    def inside(self, outer: Box) -> bool:
+        return (self.left >= outer.left and self.right <= outer.right
+                and self.top >= outer.top and self.bottom <= outer.bottom)
+
+    def overlaps(self, other: Box) -> bool:
+        return (self.left < other.right and other.left < self.right
+                and self.top < other.bottom and other.top < self.bottom)
+
+
+class WidgetPage:
+    """A host's page with the widget, as its reader sees it (Playwright's page is ``page``).
+
+    Selectors hold for any markup the widget has had: markers are ``.presence-marker`` elements
+    with ``data-reader`` in ``[data-presence-track]``, focusable themselves or through a button."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def markers(self) -> list[dict]:
+        return self.page.eval_on_selector_all(
+            "[data-presence-track] .presence-marker",
+            """els => els.map(e => ({
+                id: e.dataset.reader,
+                own: e.classList.contains('presence-marker-own'),
+                position: parseFloat(e.style.getPropertyValue('--presence-position')),
+                label: (e.querySelector('button') || e).getAttribute('aria-label'),
+            }))""",
+        )
+
+    def wait(self, probe, condition, timeout: float = 10.0, what: str = "the page"):
+        """``probe()`` until ``condition`` holds of what it returns (that value), else fail."""
+        deadline = time.monotonic() + timeout
+        while not condition(seen := probe()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: never matched within {timeout} s; last seen {seen!r}")
+            self.page.wait_for_timeout(100)
+        return seen
+
+    def wait_markers(self, condition, timeout: float = 10.0) -> list[dict]:
+        return self.wait(self.markers, condition, timeout, "markers")
+
+    def own(self) -> dict:
+        """The reader's own marker (the square one), once drawn."""
+        return next(m for m in self.wait_markers(lambda seen: any(m["own"] for m in seen)) if m["own"])
+
+    def alone(self) -> str:
+        """The id of the only reader of this page's article: this page's own (marked or not)."""
+        return self.wait_markers(lambda seen: len(seen) == 1)[0]["id"]
+
+    def newcomer(self, known: set[str]) -> str:
+        """The id of the one reader on the timeline who is not in ``known``."""
+        seen = self.wait_markers(lambda m: len({x["id"] for x in m} - known) == 1)
+        return next(m["id"] for m in seen if m["id"] not in known)
+
+    def text(self, selector: str) -> str:
+        return self.page.inner_text(selector).strip()
+
+    def wait_text(self, selector: str, expected: str, timeout: float = 10.0) -> str:
+        return self.wait(lambda: self.text(selector), lambda text: text == expected, timeout, selector)
+
+    def wait_number(self, selector: str, expected: int, timeout: float = 10.0) -> str:
+        """Until the text of ``selector`` shows ``expected`` readers, in whatever language."""
+        shown = lambda text: (found := re.search(r"\d+", text)) is not None and int(found.group()) == expected  # noqa: E731
+        return self.wait(lambda: self.text(selector), shown, timeout, selector)
+
+    @staticmethod
+    def focusable(reader_id: str) -> str:
+        """A reader's marker, where it takes focus: its button, or itself in a markup without one."""
+        marker = f'[data-presence-track] .presence-marker[data-reader="{reader_id}"]'
+        return f"{marker} button, {marker}:not(:has(button))"
+
+    def scroll_to(self, fraction: float) -> None:
+        """Scroll so that ``fraction`` of the article is read (as the widget measures it), at once."""
+        self.page.evaluate(
+            """f => {
+                const a = document.querySelector('article');
+                const top = a.getBoundingClientRect().top + scrollY;
+                scrollTo({top: top + f * (a.offsetHeight - innerHeight), behavior: 'instant'});
             }""",
+            fraction,
+        )
+
+    def position(self) -> float:
+        """How far through the article the viewport is, as the widget measures it."""
+        return self.page.evaluate(
+            "() => { const r = document.querySelector('article').getBoundingClientRect();"
+            " return -r.top / (r.height - innerHeight); }"
+        )
+
+    def box(self, selector: str) -> Box:
+        found = self.page.evaluate(  # in one go: the element found is the element measured
+            "s => { const e = document.querySelector(s); if (!e) return null;"
+            " const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }",
             selector,
         )
+        assert found is not None, f"no {selector} on the page"
+        return Box(*found)
+
+    def viewport(self) -> Box:
+        width, height = self.page.evaluate("[document.documentElement.clientWidth, innerHeight]")
+        return Box(0, 0, width, height)
+
+
+class Browsing:
+    """The browser contexts and pages of one test, on one host server; all closed after the test.
+    Uncaught exceptions and console errors of every page are collected in ``errors``."""
+
+    def __init__(self, browser, server: HostServer):
+        self.browser = browser
+        self.server = server
+        self.base = server.base
+        self.contexts: list = []
+        self.errors: list[str] = []
+
+    def context(self, **options):
+        options.setdefault("viewport", VIEWPORT)
+        context = self.browser.new_context(**options)
+        self.contexts.append(context)
+        return context
+
+    def open(self, path: str, context=None, **options) -> WidgetPage:
+        """A new page (in a new context, a new reader, unless ``context``) at ``path``; on an article
+        page, once its reader is on the timeline."""
+        page = (context or self.context(**options)).new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
+        page.on("console", lambda message: self._console(page, message))
+        page.goto(self.base + path)
+        widget = WidgetPage(page)
+        if page.locator("[data-presence-track]").count():
+            widget.wait_markers(bool)
+        return widget
+
+    def _console(self, page, message) -> None:
+        # The hosts have no favicon; Chromium asks for one all the same.
+        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+            self.errors.append(f"{page.url}: {message.text}")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+            return json.load(response)
+
+    def online(self) -> int:
+        return self.get("/api/presence/online/")["online"]
+
+    def count(self, room: str) -> int:
+        return self.get(f"/api/presence/rooms/{room}/")["count"]
+
+    def wait_count(self, room: str, expected: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (seen := self.count(room)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{room}: {seen} readers, never {expected}")
+            time.sleep(0.1)
+
+    def quiet(self, timeout: float = 10.0) -> None:
+        """Wait until nobody is online (the readers of a test before have gone)."""
+        deadline = time.monotonic() + timeout
+        while (online := self.online()) != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{online} readers still online {timeout} s after the last test")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def browsing(chromium, shared_server):
+    """A ``Browsing`` on the module's shared server, from a quiet site; a page error fails the test."""
+    browsing = Browsing(chromium, shared_server)
+    browsing.quiet()
+    yield browsing
+    browsing.close()
+    assert browsing.errors == [], "errors in the pages"
+
+
+# axe-core's violations in the widget's elements (`.presence` and what is inside): the host's own
+# are not the widget's to fix. Colours are still measured against the page around the widget.
+AXE_RUN = """async (rules) => {
+    const options = { resultTypes: ["violations"] };
+    if (rules) options.runOnly = { type: "rule", values: rules };
+    const results = await axe.run({ include: [[".presence"]] }, options);
+    const ours = (node) => {
+        const el = document.querySelector(node.target[0]);
+        return el !== null && el.closest(".presence") !== null;
+    };
+    return results.violations
+        .map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+                       nodes: v.nodes.filter(ours).map((n) => n.target.join(" ")) }))
+        .filter((v) => v.nodes.length > 0);
+}"""
+
+
+@pytest.fixture
+def axe():
+    """``axe(page, rules=None) -> violations``: axe-core's findings (all its rules, or the rule ids
+    given) in the widget's elements; axe-core is the npm package of tests/js/package-lock.json
+    (`make test-hosts` installs it)."""
+    if not AXE.exists():
+        _missing(f"no axe-core at {AXE}: `npm ci --prefix tests/js` (make test-hosts does it)")
+
+    def run(page, rules: list[str] | None = None) -> list[dict]:
+        if not page.evaluate("typeof axe !== 'undefined'"):
+            page.add_script_tag(path=str(AXE))
+        return page.evaluate(AXE_RUN, rules)
 
     return run

@@ -9,6 +9,7 @@ import {
 } from "./core.js";
 
 const POLL_MS = 30000;
+const RANKING_MAX = 50; // the most rooms a ranking subscription may ask for (docs/protocol.md, "Live ranking")
 const REFRESH_MS = 15000;
 const SESSION_KEY = "presence.session";
 const NAME_KEY = "presence.name";
@@ -75,24 +76,33 @@ function readPage(html) {
   const { config, el, stale } = readConfig(html);
   const $$ = (selector) => Array.from(document.querySelectorAll(selector));
   const timeline = document.querySelector("[data-presence-timeline]");
-  const readers = document.querySelector("[data-presence-readers]");
+  const readers = $$("[data-presence-readers]");
+  // The page's room: its config's, else its timeline's. The counts of a list page name rooms
+  // too, but reading a list is reading none of them; only a config that says nothing (swapped
+  // away from, see readConfig) lets the count of a page about one article tell its room.
+  const counted = new Set(readers.map((e) => e.dataset.presenceRoom));
   const room = (!stale && config.room) || (timeline && timeline.dataset.presenceRoom) ||
-    (readers && readers.dataset.presenceRoom) || null;
+    (stale && counted.size === 1 ? [...counted][0] : null) || null;
   const article = (timeline && (timeline.closest("[data-presence-article]") || timeline.closest("article"))) ||
     document.querySelector("[data-presence-article]") || document.querySelector("article");
   const ranking = document.querySelector("[data-presence-ranking]");
+  const rankingLimit = ranking ? Number(ranking.dataset.limit) || 5 : 0;
+  const otherEls = readers.filter((e) => e.dataset.presenceRoom !== room);
   return {
     config, configEl: el, room, timeline, article, ranking,
     text: config.text || {},
     // The language the server rendered the text in (never the page's lang: the text may be a fallback).
     lang: config.lang || "en",
     onlineEls: $$("[data-presence-online] [data-presence-text]"),
-    readerEls: $$("[data-presence-readers]").filter((e) => e.dataset.presenceRoom === room)
-      .map((e) => e.querySelector("[data-presence-text]")),
+    readerEls: readers.filter((e) => e.dataset.presenceRoom === room).map((e) => e.querySelector("[data-presence-text]")),
+    otherEls, // counts of other rooms (a list page's): they follow the ranking (renderOtherCounts)
     track: timeline && timeline.querySelector("[data-presence-track]"),
     title: article && article.querySelector("[data-presence-title], h1, h2"),
     nameInput: timeline && timeline.querySelector("[data-presence-name]"),
-    rankingLimit: ranking ? Number(ranking.dataset.limit) || 5 : 0,
+    rankingLimit,
+    // The ranking this page subscribes to: the ranking's rooms, or as many as the protocol allows
+    // when other rooms' counts follow it.
+    rankingWanted: otherEls.length ? RANKING_MAX : rankingLimit,
     max: config.maxMarkers || 50,
   };
 }
@@ -260,9 +270,25 @@ function renderRanking(entries) {
   empty.hidden = items.length > 0;
 }
 
+// Other rooms' counts (a list page's "N people reading now") from a ranking of up to `limit`
+// rooms: a room in it has its count; a room not in it has none when the ranking is shorter than
+// asked for (it holds every room with readers), else its count is unknown and stays as shown.
+function renderOtherCounts(entries, limit) {
+  const { otherEls, text, lang } = page;
+  if (!otherEls.length || !Array.isArray(entries)) return;
+  const counts = new Map(entries.map((entry) => [entry.room, entry.count]));
+  for (const el of otherEls) {
+    const count = counts.get(el.dataset.presenceRoom) ?? (entries.length < limit ? 0 : null);
+    const target = el.querySelector("[data-presence-text]");
+    if (count !== null && target) target.textContent = pluralise(text.reading, count, lang);
+  }
+}
+
 // -- the socket ------------------------------------------------------------------------------
 let socket = null;
-let attempts = 0;
+let attempts = 0; // connections in a row that failed: the reconnect delay grows with them (core.js backoffDelay)
+let attemptsBeforeHello = 0;
+const CLOSE_TOO_MANY_READERS = 4029; // the address has no room for the reader (docs/protocol.md)
 let connections = 0;
 let pingTimer = null;
 let reconnectTimer = null;
@@ -296,8 +322,8 @@ function join() {
 }
 
 function subscribeRanking() {
-  if (page.rankingLimit > rankingLimit && isOpen()) {
-    rankingLimit = page.rankingLimit;
+  if (page.rankingWanted > rankingLimit && isOpen()) {
+    rankingLimit = page.rankingWanted;
     send({ type: "ranking", limit: rankingLimit });
   }
 }
@@ -308,6 +334,7 @@ function onFrame(event) {
   state = reduce(state, frame);
   switch (frame.type) {
     case "hello":
+      attemptsBeforeHello = attempts;
       attempts = 0;
       clearInterval(pingTimer);
       pingTimer = setInterval(() => send({ type: "ping" }), state.heartbeat * 1000);
@@ -319,6 +346,7 @@ function onFrame(event) {
       break;
     case "ranking":
       renderRanking(state.ranking);
+      renderOtherCounts(state.ranking, rankingLimit);
       return;
   }
   renderCounts();
@@ -344,7 +372,10 @@ function connect() {
     if (token && resume) send({ type: "identify", token });
   };
   socket.onmessage = onFrame;
-  socket.onclose = () => {
+  socket.onclose = (event) => {
+    // Refused after its `hello` (an `identify` beyond the per-address cap): a refusal like a refused
+    // handshake's, so the backoff goes on growing rather than starting over at once.
+    if (event.code === CLOSE_TOO_MANY_READERS) attempts = attemptsBeforeHello + 1;
     socket = null;
     joined = false;
     joining = null;
@@ -459,7 +490,7 @@ function wire() {
 function start() {
   wire();
   renderCounts();
-  if (state.ranking) renderRanking(state.ranking);
+  if (state.ranking) { renderRanking(state.ranking); renderOtherCounts(state.ranking, rankingLimit); }
   renderTimeline();
   onScroll();
   subscribeRanking();
@@ -532,9 +563,10 @@ async function poll() {
       if (room === page.room && !socket) state = { ...state, count: detail.count };
     }
     renderCounts();
-    if (page.ranking && api.rooms) {
-      const entries = await getJSON(`${api.rooms}?limit=${page.rankingLimit}`);
-      if (!isOpen()) renderRanking(entries);
+    if (page.rankingWanted && api.rooms) {
+      const limit = page.rankingWanted;
+      const entries = await getJSON(`${api.rooms}?limit=${limit}`);
+      if (!isOpen()) { renderRanking(entries); renderOtherCounts(entries, limit); }
     }
   } catch { /* keep the numbers shown */ }
 }

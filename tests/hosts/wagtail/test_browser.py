@@ -3,15 +3,14 @@ each other and each other's markers move; an editor's preview of a page opens no
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.slow, pytest.mark.django_db]
+# No `django_db` transaction: Chromium (tests/hosts/conftest.py) runs for the whole module, and the
+# database is read through `orm`.
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.slow]
 
 VIEWPORT = {"width": 1000, "height": 640}
 
@@ -38,27 +37,17 @@ def readers_text(page) -> str:
 
 
 @pytest.fixture
-def chromium():
-    """Headless Debian Chromium for one test (the shared fixture's is for a module): started after the
-    test's database transaction opened and stopped before it rolls back. While Playwright's sync
-    API runs, Django takes this thread for async code: it refuses database calls, and a connection
-    opened then is another one, left open (PostgreSQL then cannot drop the test database)."""
-    executable = os.environ.get("PRESENCE_CHROMIUM", "/usr/bin/chromium")
-    if not (Path(executable).exists() or shutil.which(executable)):
-        message = f"no Chromium at {executable}: `apt-get install chromium` (docs/development.md)"
-        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
+def server(shared_server):
+    """The module's one Daphne (tests/hosts/conftest.py): the first test counts its readers, the
+    second none."""
+    return shared_server
 
 
 @pytest.fixture
-def browsing(chromium, server):
+def browsing(session_cookies, chromium, server):
     """``browsing(**context options) -> context``; every context closes after the test, and a page
-    error (an exception, a console error) fails it."""
+    error (an exception, a console error) fails it. (The users' sessions are made first: a session
+    fixture made while Chromium runs could not reach the database.)"""
     contexts, errors = [], []
 
     def open_context(**options):
@@ -73,8 +62,8 @@ def browsing(chromium, server):
     assert errors == []
 
 
-def test_readers_of_a_live_post_are_counted_and_see_each_others_markers_move(browsing, server, posts):
-    url = server.base + posts["live-post"].url
+def test_readers_of_a_live_post_are_counted_and_see_each_others_markers_move(browsing, server, posts, orm):
+    url = server.base + orm(lambda: posts["live-post"].url)
     alice, bob = browsing().new_page(), browsing().new_page()
     alice.goto(url)
     bob.goto(url)
@@ -90,7 +79,7 @@ def test_readers_of_a_live_post_are_counted_and_see_each_others_markers_move(bro
     assert len(at_the_end) == 2
 
 
-def test_an_editors_preview_opens_no_websocket(browsing, server, posts, session_cookies):
+def test_an_editors_preview_opens_no_websocket(browsing, server, posts, session_cookies, orm):
     context = browsing()
     context.add_cookies([{**session_cookies["editor"], "url": server.base}])
     sockets, scripts = [], []
@@ -100,7 +89,7 @@ def test_an_editors_preview_opens_no_websocket(browsing, server, posts, session_
     # The published page, as the editor reads it: one socket (the control for what follows).
     page = context.new_page()
     with page.expect_websocket():
-        page.goto(server.base + posts["live-post"].url)
+        page.goto(server.base + orm(lambda: posts["live-post"].url))
     assert len(sockets) == 1 and len(scripts) == 1
     page.close()
 

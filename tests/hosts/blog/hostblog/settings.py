@@ -63,7 +63,9 @@ DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / '
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 LANGUAGE_CODE = "zh-hans"
-LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+# Japanese: Django translates its own texts, the app has no catalogue for it (its widget falls back
+# to English, with English plural rules: docs/widget.md, "Language").
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English"), ("ja", "日本語")]
 TIME_ZONE = "Asia/Shanghai"
 USE_I18N = True
 USE_TZ = False
