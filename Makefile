@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 # The browser tests drive Debian's Chromium (never Playwright's downloads): install it when it is
-# missing and we can (root on Debian); elsewhere see README, "The widget".
+# missing and we can (root on Debian); elsewhere see docs/development.md.
 chromium:
 	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
