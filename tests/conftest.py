@@ -12,8 +12,27 @@ import time
 import uuid
 
 import pytest
+from channels.testing import WebsocketCommunicator
 
 CI = os.environ.get("CI", "").lower() == "true"
+
+
+class PatientCommunicator(WebsocketCommunicator):
+    """Channels' test client, waiting up to 5 s for a handshake or a frame instead of its default 1 s:
+    on a loaded CI machine (a Redis cluster most of all) an answer can take longer than a second.
+    Tests that wait for nothing (``receive_nothing``) keep their own short timeout."""
+
+    async def connect(self, timeout=5):  # noqa: ASYNC109 (Channels' signature)
+        return await super().connect(timeout)
+
+    async def receive_from(self, timeout=5):  # noqa: ASYNC109 (Channels' signature)
+        return await super().receive_from(timeout)
+
+    async def receive_json_from(self, timeout=5):  # noqa: ASYNC109 (Channels' signature)
+        return await super().receive_json_from(timeout)
+
+    async def disconnect(self, code=1000, timeout=5):  # noqa: ASYNC109 (Channels' signature)
+        return await super().disconnect(code, timeout)
 
 
 def _free_port() -> int:
@@ -237,8 +256,6 @@ async def hub(store_factory, clock):
 @pytest.fixture
 async def ws(hub):
     """Open WebSocket connections to the presence endpoint: ``await ws(session=...)``."""
-    from channels.testing import WebsocketCommunicator
-
     from presence.routing import websocket_application
 
     app = websocket_application()
@@ -249,7 +266,7 @@ async def ws(hub):
         headers = [(b"origin", origin)] if origin is not None else []
         if cookie:
             headers.append((b"cookie", cookie.encode()))
-        client = WebsocketCommunicator(app, path, headers=headers)
+        client = PatientCommunicator(app, path, headers=headers)
         connected, _ = await client.connect()
         if not expect_accept:
             return connected

@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from presence import events, identity, rooms
 from presence.errors import InvalidToken
+from tests.conftest import PatientCommunicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -795,12 +796,10 @@ async def test_foreign_or_missing_origin_is_refused(ws, origin):
 
 
 async def handshake(origin: str, host: str | None, scheme: str = "ws", headers: tuple = ()) -> bool:
-    from channels.testing import WebsocketCommunicator
-
     from presence.routing import websocket_application
 
     sent = [(b"origin", origin.encode()), *((b"host", host.encode()),) * bool(host), *headers]
-    client = WebsocketCommunicator(websocket_application(), "/ws/presence/?session=originsess09", headers=sent)
+    client = PatientCommunicator(websocket_application(), "/ws/presence/?session=originsess09", headers=sent)
     client.scope["scheme"] = scheme
     connected, _ = await client.connect()
     await client.disconnect()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
 from presence import identity
 from presence.errors import InvalidToken
 from presence.routing import websocket_application
+from tests.conftest import PatientCommunicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -36,11 +36,11 @@ async def hub(clock):
     set_hub(None)
 
 
-async def open_socket(session: str, cookie: str | None = None) -> WebsocketCommunicator:
+async def open_socket(session: str, cookie: str | None = None) -> PatientCommunicator:
     headers = [(b"origin", b"http://localhost")]
     if cookie:
         headers.append((b"cookie", cookie.encode()))
-    client = WebsocketCommunicator(websocket_application(), f"/ws/presence/?session={session}", headers=headers)
+    client = PatientCommunicator(websocket_application(), f"/ws/presence/?session={session}", headers=headers)
     connected, _ = await client.connect()
     assert connected
     await client.receive_json_from()  # hello

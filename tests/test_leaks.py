@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.core import signing
 from django.core.cache import cache
 from django.test import Client
@@ -30,6 +29,7 @@ from django.test import Client
 import presence.store
 from presence import identity
 from presence.routing import websocket_application
+from tests.conftest import PatientCommunicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +40,7 @@ async def open_as(session: str | None = None, cookie: str | None = None, address
     headers = [(b"origin", b"http://localhost")]
     if cookie:
         headers.append((b"cookie", cookie.encode()))
-    client = WebsocketCommunicator(websocket_application(), "/ws/presence/?" + query, headers=headers)
+    client = PatientCommunicator(websocket_application(), "/ws/presence/?" + query, headers=headers)
     client.scope["client"] = (address, 51000)
     connected, _ = await client.connect()
     assert connected

@@ -126,6 +126,9 @@ def test_empty_ranking(store, db):
     assert "<li>" not in html
 
 
+# Transactional: checking the token reads the session through Channels' database_sync_to_async, which
+# closes the connection it finds in an open transaction (on PostgreSQL that ends the test's own).
+@pytest.mark.django_db(transaction=True)
 def test_script_config_is_json_once_per_page(articles, django_user_model):
     user = django_user_model.objects.create_user("ada", first_name="</script><b>Ada", password="pw")
     request = RequestFactory().get("/", HTTP_HOST="localhost")
