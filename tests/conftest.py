@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,6 +12,8 @@ import uuid
 
 import pytest
 from channels.testing import WebsocketCommunicator
+
+from tests.servers import free_port
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -33,12 +34,6 @@ class PatientCommunicator(WebsocketCommunicator):
 
     async def disconnect(self, code=1000, timeout=5):  # noqa: ASYNC109 (Channels' signature)
         return await super().disconnect(code, timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -72,7 +67,7 @@ def redis_url():
         if CI:
             pytest.fail(message)
         pytest.skip(message)
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="presence-redis-")
     proc = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1"]

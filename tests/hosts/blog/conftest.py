@@ -88,18 +88,12 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
 
 @pytest.fixture(scope="module")
-def nginx_in_front(tmp_path_factory):
+def nginx_in_front(request, tmp_path_factory):
     """``start(upstream_port) -> port``: Debian's nginx on a loopback port of its own, proxying
     HTTP and WebSockets to a server; stopped when the module ends."""
     binary = find_nginx()
@@ -113,7 +107,7 @@ def nginx_in_front(tmp_path_factory):
     def start(upstream: int) -> int:
         run = tmp_path_factory.mktemp("nginx")
         run.chmod(0o755)  # its workers (nobody, when started as root) write temp files there
-        port = free_port()
+        port = _shared(request.config).free_port()
         (run / "nginx.conf").write_text(NGINX_CONF.format(run=run, port=port, upstream=upstream))
         with (run / "nginx.out").open("wb") as out:
             procs.append(subprocess.Popen(
