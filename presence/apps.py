@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class PresenceConfig(AppConfig):
     name = "presence"
-    verbose_name = "Live presence"
+    verbose_name = _("Live readership")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

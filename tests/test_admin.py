@@ -165,6 +165,23 @@ def test_onlinepeak_changelist_is_read_only(admin_client):
     assert admin_client.get(reverse("admin:presence_onlinepeak_add")).status_code == 403
 
 
+@pytest.mark.parametrize(
+    "language, app, sessions, peaks, column",
+    [
+        ("en", "Live readership", "Reading sessions", "Online peaks", "End reason"),
+        ("zh-hans", "实时阅读", "阅读会话", "在线峰值", "结束原因"),
+        ("de", "Live-Leserschaft", "Lesesitzungen", "Online-Spitzen", "Endegrund"),
+    ],
+)
+def test_the_admin_names_the_app_its_models_and_columns_in_the_sites_language(
+    admin_client, history, settings, language, app, sessions, peaks, column
+):
+    settings.LANGUAGE_CODE = language
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert app in index and sessions in index and peaks in index
+    assert column in changelist(admin_client).content.decode()
+
+
 # -- read-only, deletable ---------------------------------------------------------------------
 
 

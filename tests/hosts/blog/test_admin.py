@@ -38,3 +38,10 @@ def test_sessions_ranking_and_live_pages_answer_on_the_blogs_own_site(staff):
 def test_readers_are_kept_out(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("visitor", "v@example.com", "pw"))
     assert client.get(ADMIN + "ranking/").status_code == 302  # to the blog's admin login
+
+
+def test_the_blogs_chinese_admin_names_the_reading_history_in_chinese(staff):
+    index = staff.get("/zh-hans/admin/").content.decode()
+    assert "实时阅读" in index  # the app: "Live readership"
+    assert "阅读会话" in index and "在线峰值" in index  # reading sessions, online peaks
+    assert "结束原因" in staff.get(ADMIN).content.decode()  # the "end reason" column

@@ -52,6 +52,19 @@ def history(posts):
     return rows
 
 
+def test_an_editor_who_prefers_german_reads_the_history_in_german(client, history):
+    from wagtail.users.models import UserProfile
+
+    profile = UserProfile.get_for_user(get_user_model().objects.get(username="editor"))
+    profile.preferred_language = "de"
+    profile.save()
+    html = signed_in(client, "editor").get(SESSIONS).content.decode()
+    assert "Lesesitzungen" in html  # the page: "Reading sessions"
+    headers = [" ".join(re.sub(r"<[^>]+>", " ", th).split()) for th in re.findall(r"<th\b.*?</th>", html, re.S)]
+    for column in ("Artikel", "Leser", "Name", "Begonnen", "Dauer", "Weiteste Stelle", "Endegrund"):
+        assert any(column in header for header in headers), (column, headers)
+
+
 @pytest.mark.parametrize("username", ["admin", "editor"])
 def test_the_reading_menu_is_shown_to_who_may_view_reading_sessions(client, username):
     html = signed_in(client, username).get("/admin/").content.decode()
