@@ -119,12 +119,9 @@ app_settings = AppSettings(DEFAULTS)
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("PRESENCE_") or setting in {"SECRET_KEY", "ALLOWED_HOSTS"}:
+    # What is derived from these settings (the store, the rooms' cache) forgets it on its own.
+    if setting.startswith("PRESENCE_"):
         app_settings.reload()
-        from presence import rooms, store
-
-        store.reset()
-        rooms.cache_clear()
 
 
 setting_changed.connect(_reload)

@@ -325,6 +325,7 @@ def _forget_kinds(*, setting: str, **kwargs: Any) -> None:
     if setting in ("PRESENCE_ROOM_KINDS", "INSTALLED_APPS"):
         with _config_lock:
             _kinds = None
+    if setting.startswith("PRESENCE_") or setting == "INSTALLED_APPS":
         cache_clear()
 
 
@@ -349,19 +350,31 @@ def group_name(room: str) -> str:
 # -- lookups ----------------------------------------------------------------------------------
 
 
-def _find(room: str) -> tuple[RoomInfo, Any] | None:
-    """The public object a room names and its pk (sync, on the database), or None."""
+def _key(room: object) -> tuple[Kind, Any] | None:
+    """The kind a room names and its key as the field's value, or None where no object can match
+    (an unknown kind, not a value of the field, not canonical): decided without the database, so a
+    flood of made-up names costs no query and no thread."""
     match = ROOM_RE.match(room) if isinstance(room, str) else None
     kind = kinds().get(match[1]) if match else None
     if kind is None:
         return None
-    key = match[2]
     try:
-        value = kind.field.to_python(key)
+        value = kind.field.to_python(match[2])
     except ValidationError:
         return None
-    if value is None or str(value) != key:
+    if value is None or str(value) != match[2]:
         return None  # not canonical: int() reads "01", "0_1" and "000…1" as 1
+    return kind, value
+
+
+def _find(room: str) -> tuple[RoomInfo, Any] | None:
+    """The public object a room names and its pk (sync, on the database), or None."""
+    key = _key(room)
+    return None if key is None else _fetch(room, *key)
+
+
+def _fetch(room: str, kind: Kind, value: Any) -> tuple[RoomInfo, Any] | None:
+    key = room.split(":", 1)[1]
     try:
         queryset = kind.public()
         obj = queryset.filter(**{kind.lookup: value}).first()
@@ -396,7 +409,7 @@ def lookup(room: str) -> RoomInfo | None:
     return found[0] if found else None
 
 
-_lookup_async = database_sync_to_async(_find)
+_fetch_async = database_sync_to_async(_fetch)
 
 
 # -- the cache ----------------------------------------------------------------------------------
@@ -454,8 +467,9 @@ async def resolve(room: object) -> RoomInfo:
     info = _cached(room)
     if info is _MISS:
         generation = _generation
+        key = _key(room)
         try:
-            found = await _lookup_async(room)
+            found = None if key is None else await _fetch_async(room, *key)
         except DatabaseError as exc:
             raise Unavailable("database unavailable, try again") from exc
         return _remember(room, found, generation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from presence.conf import app_settings
@@ -58,3 +59,11 @@ def set_store(store: Store | None) -> None:
 def reset() -> None:
     """Forget the resolved store (settings changed); the next call resolves it again."""
     set_store(None)
+
+
+def _forget_store(*, setting: str, **kwargs) -> None:
+    if setting.startswith("PRESENCE_"):
+        reset()
+
+
+setting_changed.connect(_forget_store, dispatch_uid="presence.store.settings")
