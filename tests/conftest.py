@@ -18,6 +18,17 @@ from tests.servers import free_port
 CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashes():
+    """The test processes' password hashers (tests/process_settings.py) for the whole suite."""
+    from django.test import override_settings
+
+    from tests.process_settings import PASSWORD_HASHERS
+
+    with override_settings(PASSWORD_HASHERS=PASSWORD_HASHERS):
+        yield
+
+
 class PatientCommunicator(WebsocketCommunicator):
     """Channels' test client, waiting up to 5 s for a handshake or a frame instead of its default 1 s:
     on a loaded CI machine (a Redis cluster most of all) an answer can take longer than a second.

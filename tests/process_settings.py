@@ -47,3 +47,11 @@ for _name in (
 
 if os.environ.get("PRESENCE_TEST_TRUSTED_PROXIES"):
     PRESENCE_TRUSTED_PROXIES = os.environ["PRESENCE_TEST_TRUSTED_PROXIES"].split(",")
+
+# Test users get a fast password hash (PBKDF2's 0.6 s per user, over a hundred users, is a minute and
+# a half of the suite); real hashes are still accepted. The in-process suite uses this list too
+# (tests/conftest.py), so a server started by a test signs in the users the test made.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]

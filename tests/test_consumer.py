@@ -233,7 +233,7 @@ async def test_room_resolution_is_cached(ws, article):
     await first.receive_json_from()
     await first.send_json_to({"type": "join", "room": room})
     await first.receive_json_from()
-    with mock.patch.object(rooms, "_lookup_async", wraps=rooms._lookup_async) as lookups:
+    with mock.patch.object(rooms, "_fetch_async", wraps=rooms._fetch_async) as lookups:
         for n in range(3):
             client = await ws(session=f"cachesessio{n + 2}")
             await client.receive_json_from()
@@ -403,7 +403,7 @@ async def test_one_store_call_per_tick_whatever_the_number_of_subscribers(ws, ar
     clock.advance(1.0)
     with (
         mock.patch.object(hub.store, "ranking", wraps=hub.store.ranking) as calls,
-        mock.patch.object(rooms, "_lookup_async", wraps=rooms._lookup_async) as lookups,
+        mock.patch.object(rooms, "_fetch_async", wraps=rooms._fetch_async) as lookups,
     ):
         await hub.tick()
     assert calls.call_count == 1

@@ -283,11 +283,11 @@ async def test_a_title_unknown_during_the_outage_is_looked_up_when_written(ws, c
     client = await reader_in(ws, room, "titlelater01")
     clock.advance(20)
 
-    async def unreachable(room):
+    async def unreachable(*args):
         raise OperationalError("connection refused (test outage)")
 
     rooms.cache_clear()  # the room's resolution expired during the outage
-    monkeypatch.setattr(rooms, "_lookup_async", unreachable)
+    monkeypatch.setattr(rooms, "_fetch_async", unreachable)
     await client.disconnect()
     assert history.recorder.backlog == 1
     outage.end()
