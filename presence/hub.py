@@ -208,9 +208,10 @@ class Hub:
         while True:
             tick = app_settings.TICK
             await asyncio.sleep(tick - self.clock() % tick)
+            scheduled = round(self.clock() / tick) * tick
             await self.publish()
             await asyncio.sleep(tick * FAN_OUT_DELAY)
-            await self.tick()
+            await self.tick(scheduled + tick * FAN_OUT_DELAY)
 
     async def _receive_loop(self) -> None:
         delay = 0.1
@@ -486,10 +487,15 @@ class Hub:
         local.dirty = True
 
     # -- ticks --------------------------------------------------------------------------
-    async def tick(self) -> None:
-        """One beat of the hub: flush rooms, drop silent connections, online, heartbeat."""
+    async def tick(self, now: float | None = None) -> None:
+        """One beat of the hub: flush rooms, drop silent connections, online, heartbeat.
+
+        ``now`` is the tick's scheduled time (the tick loop's): what is due every tick (``online``
+        and the live ranking at their default of one second) then comes at every tick, however
+        late the loop woke. Timed from the wake-up, a tick that woke a little earlier in its period
+        than the one before skipped them, about one tick in two."""
         async with self._tick_lock:
-            now = self.clock()
+            now = self.clock() if now is None else now
             for step in (self._flush_rooms, self._drop_silent):
                 try:
                     await step()

@@ -334,3 +334,27 @@ async def test_releases_that_failed_during_an_outage_are_retried(article, clock)
     frame = cw.take("room")[-1]
     assert frame["count"] == 1 and frame["left"] == [rid(leaver, room)]
     await hub.stop()
+
+
+@pytest.mark.parametrize("store_factory", ["memory"], indirect=True)  # the loop's timing, not the store's
+async def test_what_is_due_every_tick_comes_at_every_tick(store_factory):
+    """The tick loop on the real clock: a checkpoint due every tick is written at every tick. Timed
+    from when each tick woke, a tick that woke a little earlier in its period than the one before
+    skipped it (about one in two: `online` frames and checkpoints came every other second)."""
+    ticks = 12
+    seen = []
+
+    def receiver(sender, event, **kwargs):
+        seen.append(event)
+
+    with override_settings(PRESENCE_TICK=0.25, PRESENCE_CHECKPOINT_SECONDS=0.25, PRESENCE_ONLINE_INTERVAL=0.25):
+        hub = Hub(store=store_factory("proc-ticking"))
+        events.checkpoint.connect(receiver)
+        try:
+            await hub.start()
+            await asyncio.sleep(ticks * 0.25)
+        finally:
+            events.checkpoint.disconnect(receiver)
+            await hub.stop()
+    # One tick may fall outside the window at each end, and a loaded machine may wake one too late.
+    assert len(seen) >= ticks - 3, [event.at for event in seen]
