@@ -374,6 +374,7 @@ def _find(room: str) -> tuple[RoomInfo, Any] | None:
 
 
 def _fetch(room: str, kind: Kind, value: Any) -> tuple[RoomInfo, Any] | None:
+    """The public object of that kind and key, and its pk (sync, on the database), or None."""
     key = room.split(":", 1)[1]
     try:
         queryset = kind.public()
