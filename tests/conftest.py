@@ -13,7 +13,7 @@ import uuid
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from tests.servers import free_port
+from tests.servers import DaphneServer, free_port, server_env
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -396,3 +396,28 @@ def fresh_caches():
     cache.clear()
     rooms.cache_clear()
     presence.store.reset()
+
+
+# -- real server processes: for a module that defines ``site_db`` (``tests.servers.migrate_database``) --
+
+
+@pytest.fixture
+def room(site_db) -> str:
+    """The room of the first article seeded in the module's database."""
+    return f"article:{site_db[1][0]}"
+
+
+@pytest.fixture
+def servers(site_db, redis_url, redis_prefix):
+    """``start(name, args=(), **tunables)`` -> a running Daphne on the module's database and this
+    test's Redis prefix; all stopped afterwards."""
+    started: list[DaphneServer] = []
+
+    def start(name: str, args: tuple = (), **tunables: float) -> DaphneServer:
+        server = DaphneServer(server_env(redis_url, site_db[0], redis_prefix, **tunables), name=name, args=args)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.close()

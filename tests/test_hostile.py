@@ -27,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 
 from deploy.cluster import find_nginx
 from tests.conftest import CI
-from tests.servers import Client, DaphneServer, free_port, migrate_database, origin_of, server_env
+from tests.servers import Client, free_port, migrate_database, origin_of
 
 pytestmark = [pytest.mark.processes, pytest.mark.redis, pytest.mark.slow]
 
@@ -41,26 +41,6 @@ ATTACKER, OBSERVER, BROWSER, NEIGHBOUR = "127.0.0.1", "127.0.0.2", "127.0.0.3", 
 def site_db(redis_url, tmp_path_factory):
     url, pks = migrate_database(tmp_path_factory.mktemp("presence-hostile"), redis_url)
     return url, pks
-
-
-@pytest.fixture
-def room(site_db) -> str:
-    return f"article:{site_db[1][0]}"
-
-
-@pytest.fixture
-def servers(site_db, redis_url, redis_prefix):
-    """``start(name, args=(), **tunables)`` -> a running Daphne on this test's Redis prefix."""
-    started: list[DaphneServer] = []
-
-    def start(name: str, args: tuple = (), **tunables) -> DaphneServer:
-        server = DaphneServer(server_env(redis_url, site_db[0], redis_prefix, **tunables), name=name, args=args)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def query(site_db, sql: str, *params) -> list[tuple]:

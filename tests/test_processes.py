@@ -38,26 +38,6 @@ def site_db(redis_url, tmp_path_factory):
 
 
 @pytest.fixture
-def room(site_db) -> str:
-    return f"article:{site_db[1][0]}"
-
-
-@pytest.fixture
-def servers(site_db, redis_url, redis_prefix):
-    """``start(name, **tunables)`` -> a running Daphne on this test's Redis prefix; all stopped afterwards."""
-    started: list[DaphneServer] = []
-
-    def start(name: str, **tunables: float) -> DaphneServer:
-        server = DaphneServer(server_env(redis_url, site_db[0], redis_prefix, **tunables), name=name)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture
 async def clients(servers):
     """``await connect(server, session)`` -> a ``Client`` past its ``hello``; closed before servers stop."""
     opened: list[Client] = []
