@@ -755,3 +755,62 @@ def axe():
         return page.evaluate(AXE_RUN, rules)
 
     return run
+
+
+SETTLED = "document.getAnimations().every(a => a.playState !== 'running')"  # markers glided, tooltips shown
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def axe_in_every_state(browsing, axe):
+    """``run(article, listing, switch) -> {state: violations}`` (only states with violations): axe-core
+    on the widget of an article read by three others (one named Ada), in light, dark by the system,
+    dark by the site's switch (the ``switch`` selector), 390 px with the own marker focused, another
+    reader's marker focused (its tooltip open); and on ``listing``, the page with the ranking."""
+
+    def run(article: str, listing: str, switch: str) -> dict[str, list]:
+        background: set[str] = set()
+        for n, where in enumerate([0.2, 0.5, 0.8]):
+            reader = browsing.open(article)
+            background.add(reader.newcomer(background))
+            if n == 0:
+                reader.page.fill("[data-presence-name]", "Ada")
+                reader.page.dispatch_event("[data-presence-name]", "change")
+            reader.scroll_to(where)
+        found = {}
+
+        def check(state: str, page: WidgetPage) -> None:
+            if page.page.locator("[data-presence-track]").count():
+                page.wait_markers(lambda m: len(m) == 4 and sum(x["position"] > 0.1 for x in m) == 3)
+            else:
+                page.page.wait_for_selector("[data-presence-ranking-list] li")
+            page.page.wait_for_function(SETTLED)
+            found[state] = axe(page.page)
+
+        light = browsing.open(article, color_scheme="light")
+        check("light", light)
+        ada = light.wait_markers(lambda m: any((x["label"] or "").startswith("Ada,") for x in m))
+        light.page.focus(light.focusable(next(x["id"] for x in ada if x["label"].startswith("Ada,"))))
+        check("another reader's marker focused", light)
+        light.page.click(switch)
+        assert light.page.evaluate("document.documentElement.dataset.theme") == "dark"
+        check("dark (site switch)", light)
+        light.page.goto(browsing.base + listing)  # the switch is kept (localStorage)
+        check("dark (site switch), list", light)
+        light.page.click(switch)
+        check("light, list", light)
+
+        dark = browsing.open(article, color_scheme="dark")
+        check("dark (system)", dark)
+        dark.page.goto(browsing.base + listing)
+        check("dark (system), list", dark)
+
+        phone = browsing.open(article, color_scheme="light", viewport=PHONE)
+        phone.page.focus(phone.focusable(phone.newcomer(background)))  # its own marker
+        check("390 px, own marker focused", phone)
+        phone.page.goto(browsing.base + listing)
+        check("390 px, list", phone)
+
+        return {state: [(v["id"], v["nodes"]) for v in violations] for state, violations in found.items() if violations}
+
+    return run

@@ -314,51 +314,8 @@ def test_a_click_or_enter_on_a_readers_marker_goes_to_their_place(browsing):
 # -- axe-core in every state ----------------------------------------------------------------------
 
 
-def test_axe_finds_nothing_in_the_widget_in_any_state(browsing, axe):
-    """Light, dark by the system, dark by the site's switch, 390 px with the own marker focused,
-    another reader's marker focused (its tooltip open): the article, and the list with the ranking.
-    (A, not C: the newest article, C is the first the list shows.)"""
-    background: set[str] = set()
-    for n, where in enumerate([0.2, 0.5, 0.8]):
-        reader = browsing.open(A)
-        background.add(reader.newcomer(background))
-        if n == 0:
-            reader.page.fill("[data-presence-name]", "Ada")
-            reader.page.dispatch_event("[data-presence-name]", "change")
-        reader.scroll_to(where)
-    found = {}
-
-    def check(state: str, page) -> None:
-        if page.page.locator(TRACK).count():
-            page.wait_markers(lambda m: len(m) == 4 and sum(x["position"] > 0.1 for x in m) == 3)
-        else:
-            page.page.wait_for_selector("[data-presence-ranking-list] li")
-        page.page.wait_for_function(SETTLED)
-        found[state] = axe(page.page)
-
-    light = browsing.open(A, color_scheme="light")
-    check("light", light)
-    ada = light.wait_markers(lambda m: any((x["label"] or "").startswith("Ada,") for x in m))
-    light.page.focus(light.focusable(next(x["id"] for x in ada if x["label"].startswith("Ada,"))))
-    check("another reader's marker focused", light)
-    light.page.click("#theme-switch")
-    assert light.page.evaluate("document.documentElement.dataset.theme") == "dark"
-    check("dark (site switch)", light)
-    light.page.goto(browsing.base + LIST)  # the switch is kept (localStorage)
-    check("dark (site switch), list", light)
-    light.page.click("#theme-switch")
-    check("light, list", light)
-
-    dark = browsing.open(A, color_scheme="dark")
-    check("dark (system)", dark)
-    dark.page.goto(browsing.base + LIST)
-    check("dark (system), list", dark)
-
-    phone = browsing.open(A, color_scheme="light", viewport=PHONE)
-    phone.page.focus(phone.focusable(phone.newcomer(background)))  # its own marker
-    check("390 px, own marker focused", phone)
-    phone.page.goto(browsing.base + LIST)
-    check("390 px, list", phone)
-
-    report = {state: [(v["id"], v["nodes"]) for v in violations] for state, violations in found.items() if violations}
+def test_axe_finds_nothing_in_the_widget_in_any_state(axe_in_every_state):
+    """Every state of the widget (tests/hosts/conftest.py), on an article and on the list with the
+    ranking. (A, not C: the newest article, C is the first the list shows.)"""
+    report = axe_in_every_state(A, LIST, switch="#theme-switch")
     assert report == {}, f"axe-core rule ids and widget elements, by state: {report}"

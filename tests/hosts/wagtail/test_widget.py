@@ -15,8 +15,6 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.slow]
 
 INDEX = "/"
-TRACK = "[data-presence-track]"
-PHONE = {"width": 390, "height": 844}
 SETTLED = "document.getAnimations().every(a => a.playState !== 'running')"  # markers glided, tooltips shown
 
 
@@ -134,51 +132,9 @@ def test_a_click_on_a_readers_marker_goes_to_their_place(browsing, live):
 # -- axe-core in every state -----------------------------------------------------------------------
 
 
-def test_axe_finds_nothing_in_the_widget_in_any_state(browsing, axe, live):
-    """Light, dark by the system, dark by Wagtail's switch, 390 px with the own marker focused, another
-    reader's marker focused (its tooltip open): the post, and the index with the ranking."""
+def test_axe_finds_nothing_in_the_widget_in_any_state(axe_in_every_state, live):
+    """Every state of the widget (tests/hosts/conftest.py), with Wagtail's theme switch: on a post
+    and on the index with the ranking."""
     _, _, url = live["another-live-post"]  # not the first post the index lists
-    background: set[str] = set()
-    for n, where in enumerate([0.2, 0.5, 0.8]):
-        reader = browsing.open(url)
-        background.add(reader.newcomer(background))
-        if n == 0:
-            reader.page.fill("[data-presence-name]", "Ada")
-            reader.page.dispatch_event("[data-presence-name]", "change")
-        reader.scroll_to(where)
-    found = {}
-
-    def check(state: str, page) -> None:
-        if page.page.locator(TRACK).count():
-            page.wait_markers(lambda m: len(m) == 4 and sum(x["position"] > 0.1 for x in m) == 3)
-        else:
-            page.page.wait_for_selector("[data-presence-ranking-list] li")
-        page.page.wait_for_function(SETTLED)
-        found[state] = axe(page.page)
-
-    light = browsing.open(url, color_scheme="light")
-    check("light", light)
-    ada = light.wait_markers(lambda m: any((x["label"] or "").startswith("Ada,") for x in m))
-    light.page.focus(light.focusable(next(x["id"] for x in ada if x["label"].startswith("Ada,"))))
-    check("another reader's marker focused", light)
-    light.page.click("[data-theme-toggle]")
-    assert light.page.evaluate("document.documentElement.dataset.theme") == "dark"
-    check("dark (site switch)", light)
-    light.page.goto(browsing.base + INDEX)  # the switch is kept (localStorage)
-    check("dark (site switch), index", light)
-    light.page.click("[data-theme-toggle]")
-    check("light, index", light)
-
-    dark = browsing.open(url, color_scheme="dark")
-    check("dark (system)", dark)
-    dark.page.goto(browsing.base + INDEX)
-    check("dark (system), index", dark)
-
-    phone = browsing.open(url, color_scheme="light", viewport=PHONE)
-    phone.page.focus(phone.focusable(phone.newcomer(background)))  # its own marker
-    check("390 px, own marker focused", phone)
-    phone.page.goto(browsing.base + INDEX)
-    check("390 px, index", phone)
-
-    report = {state: [(v["id"], v["nodes"]) for v in violations] for state, violations in found.items() if violations}
+    report = axe_in_every_state(url, INDEX, switch="[data-theme-toggle]")
     assert report == {}, f"axe-core rule ids and widget elements, by state: {report}"
