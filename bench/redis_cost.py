@@ -30,7 +30,7 @@ django.setup()
 from bench.run import REPORT, zipf_weights  # noqa: E402
 from presence.store.base import Reader  # noqa: E402
 from presence.store.redis import RedisStore  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 
 def memory(client) -> int:

@@ -13,7 +13,8 @@ import uuid
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from tests.servers import DaphneServer, free_port, server_env
+from tests.support.ports import free_port
+from tests.support.servers import DaphneServer, server_env
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -116,8 +117,8 @@ def redis_prefix(redis_url):
 
 
 def _servers(count: int, cluster: bool):
-    """Throwaway redis-servers (``tests/cluster.py``); skipped when not installed, except on CI."""
-    from tests.cluster import ServerMissing, Servers
+    """Throwaway redis-servers (``tests/support/cluster.py``); skipped when not installed, except on CI."""
+    from tests.support.cluster import ServerMissing, Servers
 
     try:
         return Servers(count, cluster=cluster)
@@ -129,7 +130,7 @@ def _servers(count: int, cluster: bool):
 
 @pytest.fixture(scope="session")
 def redis_cluster():
-    """A throwaway three-master Redis Cluster (``tests/cluster.py``); None with ``REDIS_CLUSTER_URL``."""
+    """A throwaway three-master Redis Cluster (``tests/support/cluster.py``); None with ``REDIS_CLUSTER_URL``."""
     if os.environ.get("REDIS_CLUSTER_URL"):
         yield None
         return
@@ -398,7 +399,7 @@ def fresh_caches():
     presence.store.reset()
 
 
-# -- real server processes: for a module that defines ``site_db`` (``tests.servers.migrate_database``) --
+# -- real server processes: for a module that defines ``site_db`` (``tests.support.servers.migrate_database``) --
 
 
 @pytest.fixture

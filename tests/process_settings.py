@@ -1,4 +1,4 @@
-"""Settings of the server processes that tests start (``tests/servers.py``): the site's, on keys of their own.
+"""Settings of the server processes that tests start (``tests/support/servers.py``): the site's, on keys of their own.
 
 ``PRESENCE_TEST_PREFIX`` names the presence store's and the channel layer's keys, so a test run
 never touches other data on a shared Redis; ``PRESENCE_TEST_<NAME>`` overrides the tunable
@@ -6,7 +6,7 @@ never touches other data on a shared Redis; ``PRESENCE_TEST_<NAME>`` overrides t
 ``PRESENCE_TEST_MAX_READERS_PER_IP=None`` for tests whose many readers all come from loopback),
 and ``PRESENCE_TEST_TRUSTED_PROXIES`` is a comma-separated list.
 
-Test clients that are no browser page send ``Origin: http://localhost`` (``tests/servers.py``
+Test clients that are no browser page send ``Origin: http://localhost`` (``tests/support/servers.py``
 ``ORIGIN``), which is not the origin of a server on another port: it is allowed here by
 ``PRESENCE_ALLOWED_ORIGINS``, as a site would list a non-browser client's origin.
 """

@@ -20,7 +20,7 @@ from presence import live
 from presence.charts import bar_chart_svg
 from presence.errors import Unavailable
 from presence.models import EndReason, OnlinePeak, ReadingSession
-from tests.factories import reading_session
+from tests.support.factories import reading_session
 
 pytestmark = pytest.mark.django_db
 

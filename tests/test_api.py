@@ -21,7 +21,7 @@ from presence import identity, live
 from presence.conf import app_settings
 from presence.models import OnlinePeak, ReadingSession
 from presence.store.base import HISTOGRAM_BUCKETS, Reader, Store
-from tests.factories import make_store
+from tests.support.factories import make_store
 
 # Room resolution goes through channels' database_sync_to_async, which closes connections
 # left in a transaction: only transactional tests see the real request path.

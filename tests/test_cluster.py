@@ -17,9 +17,9 @@ import uuid
 import pytest
 
 from presence.store.base import Reader
-from tests.cluster import ServerMissing, Servers
 from tests.conftest import CI
-from tests.servers import ROOT
+from tests.support.cluster import ServerMissing, Servers
+from tests.support.servers import ROOT
 
 pytestmark = [pytest.mark.redis]
 

@@ -1,6 +1,6 @@
 """The database unavailable for a while, under a real Daphne (reliability.md, section 4).
 
-The server reaches PostgreSQL through ``tests.tcp_proxy.TcpProxy``, which the test turns off
+The server reaches PostgreSQL through ``tests.support.tcp_proxy.TcpProxy``, which the test turns off
 (every connection reset; new ones refused, or accepted and never answered) and on again.
 Live presence must not notice; reading history waits in the recorder's backlog and lands in
 PostgreSQL once the database is back, without a restart; what overflows the backlog is logged.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import CI
-from tests.servers import ROOT, Client, DaphneServer, server_env
-from tests.tcp_proxy import TcpProxy
+from tests.support.servers import ROOT, Client, DaphneServer, server_env
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.processes, pytest.mark.redis, pytest.mark.slow]
 

@@ -24,7 +24,8 @@ from websockets.exceptions import InvalidStatus
 
 from deploy.cluster import find_nginx
 from tests.conftest import CI
-from tests.servers import ROOT, SETTINGS, Client, free_port
+from tests.support.ports import free_port
+from tests.support.servers import ROOT, SETTINGS, Client
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.redis]
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from presence import identity, rooms
 from presence.hub import Hub, set_hub
 from presence.routing import websocket_application
-from tests.factories import make_store
+from tests.support.factories import make_store
 
 
 class FakeClock:

@@ -27,7 +27,8 @@ from websockets.exceptions import InvalidStatus
 
 from deploy.cluster import find_nginx
 from tests.conftest import CI
-from tests.servers import Client, free_port, migrate_database, origin_of
+from tests.support.ports import free_port
+from tests.support.servers import Client, migrate_database, origin_of
 
 pytestmark = [pytest.mark.processes, pytest.mark.redis, pytest.mark.slow]
 

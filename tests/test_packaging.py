@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.servers import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -21,7 +21,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import ROOT, Client, DaphneServer, migrate_database, server_env
+from tests.support.servers import ROOT, Client, DaphneServer, migrate_database, server_env
 
 pytestmark = [pytest.mark.processes, pytest.mark.redis, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 from blog.models import Article
 from presence import reports
 from presence.models import EndReason, OnlinePeak, ReadingSession
-from tests.factories import reading_session
+from tests.support.factories import reading_session
 
 pytestmark = pytest.mark.django_db
 

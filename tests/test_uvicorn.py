@@ -17,7 +17,8 @@ import pytest
 
 from presence.lifespan import lifespan_application
 from tests.conftest import CI
-from tests.servers import APPLICATION, ROOT, Client, DaphneServer, free_port, migrate_database, server_env
+from tests.support.ports import free_port
+from tests.support.servers import APPLICATION, ROOT, Client, DaphneServer, migrate_database, server_env
 
 GRACEFUL_DEADLINE = 5.0  # as in test_processes: a graceful stop releases at once, well before reaping
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 AXE = ROOT / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 

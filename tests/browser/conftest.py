@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CI
-from tests.servers import ROOT, DaphneServer, migrate_database, server_env
+from tests.support.servers import ROOT, DaphneServer, migrate_database, server_env
 
 CHROMIUM = os.environ.get("PRESENCE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

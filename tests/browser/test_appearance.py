@@ -14,7 +14,7 @@ import pytest
 
 from tests.browser.axe import widget_violations
 from tests.browser.test_widget import Browsing, markers, scroll_to, wait_markers
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.slow]
 

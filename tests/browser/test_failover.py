@@ -1,6 +1,6 @@
 """The widget fails over by itself when its server process stops (reliability.md, section 2).
 
-Two Daphnes share one Redis behind one front address (``tests.tcp_proxy.TcpProxy``: a new
+Two Daphnes share one Redis behind one front address (``tests.support.tcp_proxy.TcpProxy``: a new
 connection goes to the first backend that accepts it), so the page's HTTP and WebSocket are
 same-origin. The page is served by, and connected to, backend A; an observer sits directly on
 backend B. A gets SIGTERM: the widget must reconnect through the front address to B on its own,
@@ -20,8 +20,8 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.browser.test_widget import ARTICLE, markers, wait_text
-from tests.servers import ORIGIN, DaphneServer, server_env
-from tests.tcp_proxy import TcpProxy
+from tests.support.servers import ORIGIN, DaphneServer, server_env
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.redis, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.browser.test_widget import Browsing, markers, scroll_to, wait_markers, wait_text
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.slow]
 

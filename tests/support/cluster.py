@@ -2,17 +2,18 @@
 (channels-redis shards over several). All on free loopback ports, in a temporary directory,
 without persistence, stopped by ``stop()``.
 
-Not a test module: the session fixtures in ``conftest.py`` and ``test_cluster.py`` use it.
+Not a test module: the session fixtures in ``tests/conftest.py`` and ``tests/test_cluster.py`` use it.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 # A cluster node also listens on its port + 10000 (the cluster bus).
 BUS_OFFSET = 10_000
@@ -20,26 +21,6 @@ BUS_OFFSET = 10_000
 
 class ServerMissing(RuntimeError):
     """``redis-server`` (or ``redis-cli`` for a cluster) is not installed."""
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(bus: bool = False) -> int:
-    """A free loopback port; with ``bus``, one whose cluster bus port is free as well."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not bus or (port + BUS_OFFSET < 65_536 and _port_free(port + BUS_OFFSET)):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _answers(port: int, command: list[str], expect: str, timeout: float = 1.0) -> bool:
@@ -82,7 +63,7 @@ class Servers:
         return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
 
     def _start_one(self) -> None:
-        port = free_port(bus=self.cluster)
+        port = free_port(paired=BUS_OFFSET if self.cluster else 0)
         args = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
         args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
         if self.cluster:

@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 
-from tests.servers import free_port
+from tests.support.ports import free_port
 
 FORWARD, REFUSE, BLACKHOLE = "forward", "refuse", "blackhole"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.servers import free_port
+from tests.support.ports import free_port
 
 
 class RedisServer:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,9 @@ from pathlib import Path
 
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 SETTINGS = "tests.process_settings"
 APPLICATION = "presence_site.asgi:application"
@@ -33,12 +34,6 @@ def origin_of(url: str) -> str:
     """The origin of a page served by the server of a WebSocket URL (``ws://h:p/...`` -> ``http://h:p``)."""
     scheme, rest = url.split("://", 1)
     return ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_env(redis_url: str, database_url: str, prefix: str, **tunables: float) -> dict[str, str]:
