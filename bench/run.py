@@ -1,8 +1,9 @@
 """Run the benchmark: scenarios on every configuration, a capacity search, and the report.
 
-    python -m bench.run                       # default scale, under 10 minutes (make bench)
+    python -m bench.run                       # default scale, about 17 minutes (make bench)
     python -m bench.run --scale full          # 10,000 readers, longer runs
-    python -m bench.run --configs memory --runs 1 --readers 300 --no-search
+    python -m bench.run --configs memory --runs 1 --readers 300 --no-search --no-delivery
+    python -m bench.run --only-delivery --runs 1   # only the delivery section, about 3.5 minutes
 
 Results: ``bench/results/<time>.json`` (every run) and a Markdown table appended to
 ``docs/benchmarks.md`` (medians per configuration). See that file for what each column means.
@@ -23,7 +24,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from bench import loadgen, servers
+from bench import delivery, loadgen, servers
 from bench.servers import CONFIGS, Config, Servers
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -44,6 +45,26 @@ SCALES = {
         search_start=2500, search_max=80_000, search_duration=20.0, bisect=2, idle_probe=10_000,
     ),
 }
+
+
+# The delivery section (docs/benchmarks.md, "Delivery"), the same at every scale: how soon a
+# reader's move shows on another tab, in a quiet room and among the small scale's workload, on
+# one process and on two; and how soon an `online` change shows on every process
+# (bench/delivery.py). Each scenario: the arguments it overrides (its timeline too), its target.
+DELIVERY_CONFIGS = ("memory", "redis-2")
+DELIVERY = {
+    "quiet": dict(
+        title="quiet room: 2 tabs, 1 article, no churn", readers=2, target=("p50", 0.1),
+        args=dict(articles=1, tabs=1.0, churn=0.0, hot_share=None, clients=1,
+                  ramp=1.0, warmup=2.0, duration=20.0, settle=1.0),
+    ),
+    "crowd": dict(
+        title="200 readers, the usual workload", readers=200, target=("p50", 0.3),
+        args=dict(articles=SCALES["small"]["articles"], hot_share=None, churn=None,
+                  **{k: SCALES["small"][k] for k in ("ramp", "warmup", "duration", "settle")}),
+    ),
+}
+DELIVERY_ONLINE = dict(title="`online` change, shown on both processes", config="redis-2", target=("p99", 1.0))
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -362,6 +383,108 @@ def search(config: Config, args, db_url: str, pks: list[int]) -> dict:
             "reached_max": failed is None, "steps": steps}
 
 
+# -- the delivery section ------------------------------------------------------------------
+
+
+def run_delivery(args, db_url: str, pks: list[int], notes: list[str], redis_ok: bool) -> dict:
+    """The delivery scenarios on memory and redis-2 (``args.runs`` runs each, medians of their
+    percentiles), then the `online` trials on redis-2 (once, ``args.online_trials`` changes)."""
+    clock = time.monotonic()
+    section = {"rows": [], "runs": [], "online": None}
+    for key, scenario in DELIVERY.items():
+        scenario_args = argparse.Namespace(**{**vars(args), **scenario["args"]})
+        for name in DELIVERY_CONFIGS:
+            config = CONFIGS[name]
+            if config.redis and not redis_ok:
+                notes.append(f"Delivery: Redis unreachable, {key} on {name} skipped.")
+                continue
+            results = []
+            for run in range(args.runs):
+                label = f"delivery-{key}-{name}-{run}"
+                try:
+                    result = run_once(config, scenario["readers"], scenario_args, db_url,
+                                      pks[:scenario_args.articles], label, ramp=scenario_args.ramp,
+                                      duration=scenario_args.duration, settle=scenario_args.settle, api=False)
+                except Exception as exc:
+                    notes.append(f"Delivery {key} on {name} run {run + 1} failed: {exc!r}"[:500])
+                    log("  " + notes[-1])
+                    continue
+                results.append(result)
+                latency = result["latency_s"]
+                log(f"  delivery {key} {name} run {run + 1}: latency p50/p95/p99 {latency['p50']}/{latency['p95']}/"
+                    f"{latency['p99']} s over {latency['n']}, {result['frames_per_conn_tick']} frames/conn/tick, "
+                    f"errors {result['error_count']}")
+            section["runs"] += results
+            if results:
+                section["rows"].append({
+                    "scenario": key, "config": name, "readers": scenario["readers"], "runs": len(results),
+                    "samples": sum(r["latency_s"]["n"] for r in results),
+                    "errors": sum(r["error_count"] for r in results), **medians(results),
+                })
+    if redis_ok and args.online_trials:
+        try:
+            online = delivery.run_online(CONFIGS[DELIVERY_ONLINE["config"]], args, db_url, "delivery-online",
+                                         args.online_trials)
+        except Exception as exc:
+            notes.append(f"Delivery: the online trials failed: {exc!r}"[:500])
+            log("  " + notes[-1])
+        else:
+            section["online"] = online
+            latency = online["latency_s"]
+            log(f"  delivery online {online['config']}: {online['trials']} changes, p50/p95/p99 {latency['p50']}/"
+                f"{latency['p95']}/{latency['p99']} s, {len(online['misses'])} missed, "
+                f"errors {online['error_count']}")
+    elif not redis_ok:
+        notes.append("Delivery: Redis unreachable, the online trials skipped.")
+    section["elapsed_s"] = round(time.monotonic() - clock)
+    return section
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    value = seconds * 1000
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def met(value: float | None, limit: float, errors: int) -> str:
+    if errors:
+        return f"no ({errors} errors)"
+    return "yes" if value is not None and value <= limit else "no"
+
+
+def delivery_markdown(section: dict, runs: int) -> list[str]:
+    online = section.get("online")
+    changes = f"; the `online` row: {online['trials']} changes, nearest rank" if online else ""
+    lines = [
+        "",
+        f"Delivery (how soon a move or an `online` change shows on another tab; medians of {runs} "
+        + ("runs' " if runs != 1 else "run's ") + f"percentiles{changes}; {section['elapsed_s']} s in all):",
+        "",
+        "| scenario | config | readers | latency p50 / p95 / p99 ms | frames / conn / tick | target | met? |",
+        "|---" * 7 + "|",
+    ]
+    for row in section["rows"]:
+        scenario = DELIVERY[row["scenario"]]
+        stat, limit = scenario["target"]
+        lines.append(
+            f"| {scenario['title']} | {row['config']} | {row['readers']} "
+            f"| {ms(row['latency_s.p50'])} / {ms(row['latency_s.p95'])} / {ms(row['latency_s.p99'])} "
+            f"| {fmt(row['frames_per_conn_tick'], 2)} | {stat} ≤ {limit * 1000:.0f} ms "
+            f"| {met(row[f'latency_s.{stat}'], limit, row['errors'])} |"
+        )
+    if online:
+        stat, limit = DELIVERY_ONLINE["target"]
+        latency = online["latency_s"]
+        lines.append(
+            f"| {DELIVERY_ONLINE['title']} | {online['config']} | 2 + 1 "
+            f"| {ms(latency['p50'])} / {ms(latency['p95'])} / {ms(latency['p99'])} "
+            f"| {fmt(online['frames_per_conn_tick'], 2)} | {stat} ≤ {limit * 1000:.0f} ms "
+            f"| {met(latency[stat], limit, online['error_count'])} |"
+        )
+    return lines
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -414,12 +537,26 @@ def fmt(value, digits: int = 2, percent: bool = False) -> str:
 def markdown(report: dict) -> str:
     m, a = report["machine"], report["args"]
     when = report["started"]
+    machine_line = (f"Machine: {m['nproc']} × {m['cpu']}, load average at start {m['loadavg_at_start'][0]:.2f}; "
+                    f"Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".")
+    if a["only_delivery"]:
+        lines = [
+            "",
+            f"### {when} — delivery only, scale `{a['scale']}`",
+            "",
+            machine_line,
+            f"Server pinned to CPUs {a['server_cpus']}, load generator to CPUs {a['client_cpus']}; "
+            f"progress every {a['interval']} s ±{a['jitter']:.0%}.",
+        ]
+        lines += delivery_markdown(report["delivery"], a["runs"]) if report.get("delivery") else []
+        if report.get("notes"):
+            lines += [""] + [f"- {note}" for note in report["notes"]]
+        return "\n".join(lines) + "\n"
     lines = [
         "",
         f"### {when} — scale `{a['scale']}`, {a['readers']} readers",
         "",
-        f"Machine: {m['nproc']} × {m['cpu']}, load average at start {m['loadavg_at_start'][0]:.2f}; "
-        f"Python {m['python']}, " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        machine_line,
         f"Server pinned to CPUs {a['server_cpus']}, load generator ({report['workers']} processes) to CPUs "
         f"{a['client_cpus']}. {a['articles']} articles (Zipf 1.0"
         + (f", hot article forced to {a['hot_share']:.0%}" if a["hot_share"] is not None else "")
@@ -466,6 +603,8 @@ def markdown(report: dict) -> str:
             api = (f"{small['p50_ms']:.1f} → {large:.1f} ({large / small['p50_ms']:.1f}×)"
                    if small and large else "–")
             lines.append(f"| {name} | {shown} | {fmt(found['first_failure'], 0)} | {ratio} | {api} |")
+    if report.get("delivery"):
+        lines += delivery_markdown(report["delivery"], a["runs"])
     if report.get("notes"):
         lines += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -522,6 +661,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or servers.DEFAULT_REDIS_URL)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-report", action="store_true", help="do not append to docs/benchmarks.md")
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--no-delivery", action="store_true",
+                         help="skip the delivery section (quiet room, 200 readers, online trials)")
+    section.add_argument("--only-delivery", action="store_true",
+                         help="run only the delivery section (no scenarios, idle probe or capacity search)")
+    parser.add_argument("--online-trials", type=int, default=50,
+                        help="changes of the online count in the delivery section (0: none)")
     args = parser.parse_args(argv)
     for name, value in SCALES[args.scale].items():
         if getattr(args, name, None) is None:
@@ -562,9 +708,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.exit(f"unknown configurations: {unknown}; known: {list(CONFIGS)}")
     notes = []
+    if args.only_delivery:
+        names, args.search, args.idle_probe = [], "", 0
     needs_redis = {"redis-2", "naive"}
-    if any(CONFIGS[n].redis or n in needs_redis for n in names) and not redis_reachable(args.redis_url):
-        notes.append(f"Redis unreachable at {args.redis_url}: skipped {sorted(needs_redis & set(names))}.")
+    redis_ok = True
+    if (not args.no_delivery or any(CONFIGS[n].redis or n in needs_redis for n in names)) \
+            and not redis_reachable(args.redis_url):
+        redis_ok = False
+        skipped = sorted(n for n in names if CONFIGS[n].redis or n in needs_redis)
+        if skipped:
+            notes.append(f"Redis unreachable at {args.redis_url}: skipped {skipped}.")
         names = [n for n in names if not (CONFIGS[n].redis or n in needs_redis)]
         args.search = ",".join(n for n in args.search.split(",") if n and n not in needs_redis)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -573,12 +726,16 @@ def main(argv: list[str] | None = None) -> int:
         "started": started, "machine": machine(),
         "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
         "workers": args.clients or len(args.client_cpus), "churn_per_s": churn_rate(args, args.readers),
-        "runs": [], "summary": {}, "searches": {}, "notes": notes,
+        "runs": [], "summary": {}, "searches": {}, "delivery": None, "notes": notes,
     }
-    log(f"bench: {names}, {args.readers} readers, {args.runs} runs each; server CPUs {sorted(args.server_cpus)}, "
+    log(f"bench: {names}, {args.readers} readers, {args.runs} runs each"
+        + ("" if args.no_delivery else ", delivery section") + f"; server CPUs {sorted(args.server_cpus)}, "
         f"load generator CPUs {sorted(args.client_cpus)}")
     with tempfile.TemporaryDirectory(prefix="presence-bench-") as directory:
-        db_url, pks = servers.prepare_database(Path(directory), args.articles)
+        # Enough articles for the delivery section's 200 readers too; the scenarios use the first --articles.
+        wanted = max(args.articles, 0 if args.no_delivery else DELIVERY["crowd"]["args"]["articles"])
+        db_url, all_pks = servers.prepare_database(Path(directory), wanted)
+        pks = all_pks[:args.articles]
         for name in names:
             config = CONFIGS[name]
             results = []
@@ -606,10 +763,13 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"Idle probe, {name}: {result['connections_idle']} idle connections, "
                              f"{result['rss_kib_per_conn']} KiB each, {result['error_count']} errors.")
                 log("  " + notes[-1])
+        if not args.no_delivery:
+            report["delivery"] = run_delivery(args, db_url, all_pks, notes, redis_ok)
         for name in [n for n in args.search.split(",") if n]:
             report["searches"][name] = search(CONFIGS[name], args, db_url, pks)
     report["elapsed_s"] = round(time.monotonic() - clock)
-    generator_bound = [r["label"] for r in report["runs"] if (r["generator_cpu_util"] or 0) > 0.9]
+    delivery_runs = report["delivery"]["runs"] if report["delivery"] else []
+    generator_bound = [r["label"] for r in report["runs"] + delivery_runs if (r["generator_cpu_util"] or 0) > 0.9]
     if generator_bound:
         notes.append(f"The load generator was CPU-bound (> 90%) in {generator_bound}: "
                      "those numbers understate the server.")
