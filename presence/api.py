@@ -25,16 +25,15 @@ from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
 from rest_framework.renderers import TemplateHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from presence import addresses, live, reports
+from presence import live, reports
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, Unavailable
 from presence.identity import make_token
@@ -53,6 +52,7 @@ from presence.serializers import (
     RoomDetailSerializer,
     TokenSerializer,
 )
+from presence.throttling import PresenceAnonThrottle
 
 
 def extend_schema(**kwargs):
@@ -71,30 +71,6 @@ BAD_REQUEST = OpenApiResponse(dict[str, list[str]], description="A message per i
 FORBIDDEN = OpenApiResponse(DetailSerializer, description="Not signed in, or not allowed.")
 THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests from this anonymous client.")
 UNAVAILABLE = OpenApiResponse(DetailSerializer, description="The presence store could not be reached.")
-
-
-class PresenceAnonThrottle(AnonRateThrottle):
-    """Anonymous clients share one budget over the public endpoints; the rate is read per
-    request, so ``override_settings(PRESENCE_API_THROTTLE_RATE=...)`` applies at once."""
-
-    scope = "presence"
-
-    def get_rate(self) -> str | None:
-        return app_settings.API_THROTTLE_RATE
-
-    def allow_request(self, request, view) -> bool:
-        """Refuses (403) an anonymous request whose address only a header claims, with no trusted
-        proxy to vouch for it: in a budget of its own it would double its sender's."""
-        if (self.get_rate() is not None and not request.user.is_authenticated
-                and addresses.from_request(request) == addresses.UNVERIFIED):
-            raise PermissionDenied("the client address cannot be verified: see PRESENCE_TRUSTED_PROXIES")
-        return super().allow_request(request, view)
-
-    def get_ident(self, request) -> str:
-        """A keyed hash of the client's address as ``presence/addresses.py`` knows it (DRF's own
-        believes any ``X-Forwarded-For`` while ``NUM_PROXIES`` is unset): the cache (Redis, with
-        several processes) never holds a raw IP address."""
-        return addresses.address_key(addresses.from_request(request) or "")
 
 
 class StoreUnavailable(APIException):

@@ -26,10 +26,11 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from presence import identity, origins, rooms
-from presence.api import PresenceAnonThrottle, extend_schema
+from presence.api import extend_schema
 from presence.errors import InvalidRoom
 from presence.history import remember_final_position
 from presence.models import ReadingSession
+from presence.throttling import PresenceAnonThrottle
 
 logger = logging.getLogger(__name__)
 
