@@ -2,40 +2,31 @@
 
 On ``pagehide`` the widget sends its final position with ``navigator.sendBeacon`` (a
 ``text/plain`` body, no CSRF token), because the socket's last ``progress`` may never leave a
-closing tab. The position goes into the reader's latest reading session of that room and, since
-that row is written only when the socket's ``leave`` arrives (possibly after the beacon), into
-the cache for a few minutes (``history.remember_final_position``), where the recorder finds it.
+closing tab. This module is HTTP only: it checks the origin and the body and hands the position
+to ``reading_sessions.record_final_position``, which owns the rows and the handoff to a socket's
+leave that arrives after the beacon.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import DisallowedHost
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from presence import identity, origins, rooms
+from presence import identity, origins, reading_sessions, rooms
 from presence.api import extend_schema
 from presence.errors import InvalidRoom
-from presence.history import remember_final_position
-from presence.models import ReadingSession
 from presence.throttling import PresenceAnonThrottle
 
-logger = logging.getLogger(__name__)
-
 MAX_BODY = 1024
-SESSION_WINDOW = timedelta(hours=6)  # how far back "the reader's most recent session" looks
 
 
 class BadBeacon(ValueError):
@@ -85,25 +76,6 @@ def parse(body: bytes) -> dict[str, Any]:
     return {"room": room, "position": float(position), "session": session}
 
 
-def record(room: str, reader_id: str, position: float) -> bool:
-    """Put a final position into the reader's latest session of the room (and the cache);
-    True when a session row was updated."""
-    remember_final_position(room, reader_id, position)
-    since = timezone.now() - SESSION_WINDOW
-    latest = ReadingSession.objects.filter(room=room, reader_id=reader_id, started_at__gte=since).order_by(
-        "-started_at"
-    )
-    row = latest.values_list("pk", flat=True).first()
-    if row is None:
-        return False
-    sessions = ReadingSession.objects.filter(pk=row)
-    sessions.update(last_position=position)
-    sessions.filter(Q(furthest_position__isnull=True) | Q(furthest_position__lt=position)).update(
-        furthest_position=position
-    )
-    return True
-
-
 class SessionUser(BaseAuthentication):
     """The user of Django's session, without the CSRF check of DRF's SessionAuthentication: a
     beacon cannot send a token. The Origin check stands in for it (the view changes nothing but a
@@ -140,7 +112,8 @@ class BeaconView(APIView):
         else:
             return JsonResponse({"detail": "session is required when not signed in"}, status=400)
         # The reader's id in that room, as its reading session there was recorded (protocol 1.1).
-        record(beacon["room"], identity.reader_id(who, beacon["room"]), beacon["position"])
+        reading_sessions.record_final_position(beacon["room"], identity.reader_id(who, beacon["room"]),
+                                               beacon["position"])
         return HttpResponse(status=204)
 
 

@@ -1,4 +1,5 @@
-"""Reading history: turns the hub's domain events into ``ReadingSession`` rows.
+"""Reading history: turns the hub's domain events into ``ReadingSession`` rows, which
+``presence.reading_sessions`` writes (it owns the table).
 
 A session is written when its reader leaves, closes, times out, re-identifies or its server
 process shuts down; open sessions are written as checkpoints every
@@ -18,30 +19,20 @@ import atexit
 import contextlib
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-from django.core.signals import setting_changed
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from presence import events, identity, rooms
+from presence import events, identity, reading_sessions, rooms
 from presence.conf import app_settings
 from presence.errors import InvalidRoom
-from presence.models import EndReason, ReadingSession
+from presence.models import EndReason
+from presence.reading_sessions import KEY_FIELDS
 
 logger = logging.getLogger(__name__)
-
-KEY_FIELDS = ["process", "room", "reader_id", "started_at"]
-UPDATE_FIELDS = [
-    "title", "user", "name", "ended_at", "checkpoint_at", "duration_seconds",
-    "furthest_position", "last_position", "end_reason",
-]
 
 
 def to_datetime(ms: int) -> datetime:
@@ -67,11 +58,12 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _write_each(rows: list[dict], dropped: list[dict]) -> list[tuple[dict, Exception]]:
-    """``_write`` the batch; when it fails for a reason other than an outage, write each
-    session alone, so that a bad one costs only itself. Returns the sessions that failed so,
-    each with its error; an outage raises (the caller keeps the whole batch for the retry)."""
+    """Write the batch (``reading_sessions.write``); when it fails for a reason other than an
+    outage, write each session alone, so that a bad one costs only itself. Returns the sessions
+    that failed so, each with its error; an outage raises (the caller keeps the whole batch for
+    the retry)."""
     try:
-        _write(rows, dropped)
+        reading_sessions.write(rows, dropped)
         return []
     except Exception as exc:
         if is_outage(exc):
@@ -81,36 +73,12 @@ def _write_each(rows: list[dict], dropped: list[dict]) -> list[tuple[dict, Excep
     failed = []
     for one_row, one_key in [([row], []) for row in rows] + [([], [key]) for key in dropped]:
         try:
-            _write(one_row, one_key)
+            reading_sessions.write(one_row, one_key)
         except Exception as exc:
             if is_outage(exc):
                 raise
             failed.append(((one_row or one_key)[0], exc))
     return failed
-
-
-def _write(rows: list[dict], dropped: list[dict]) -> None:
-    """Upsert session rows (one statement) and delete rows of sessions too short to keep."""
-    for row in rows:
-        if row["title"] is None:  # the room's title was unknown while the database was down
-            info = rooms.lookup(row["room"])
-            row["title"] = info.title[:300] if info is not None else ""
-    user_ids = {row["user_id"] for row in rows if row["user_id"] is not None}
-    if user_ids:
-        existing = {str(pk) for pk in get_user_model().objects.filter(pk__in=user_ids).values_list("pk", flat=True)}
-        for row in rows:
-            if row["user_id"] is not None and str(row["user_id"]) not in existing:
-                row["user_id"] = None  # the account was deleted meanwhile
-    with transaction.atomic():
-        if rows:
-            ReadingSession.objects.bulk_create(
-                [ReadingSession(**row) for row in rows],
-                update_conflicts=True,
-                unique_fields=KEY_FIELDS,
-                update_fields=UPDATE_FIELDS,
-            )
-        for key in dropped:
-            ReadingSession.objects.filter(**key).delete()
 
 
 def _key(row: dict) -> tuple:
@@ -150,7 +118,7 @@ class Recorder:
         self._peak: tuple[str, int] | None = None  # (day, as reports.day_of counts, count) known stored
 
     async def _title(self, room: str) -> str | None:
-        """The room's title; None when it cannot be looked up now (``_write`` looks again)."""
+        """The room's title; None when it cannot be looked up now (``reading_sessions.write`` looks again)."""
         try:
             return (await rooms.resolve(room)).title[:300]
         except InvalidRoom:
@@ -183,7 +151,7 @@ class Recorder:
             event.furthest_position, event.last_position, event.process, event.reason,
         )
         try:
-            final = await afinal_position(event.room, event.reader_id)
+            final = await reading_sessions.afinal_position(event.room, event.reader_id)
         except Exception:  # the cache (Redis) is down: the socket's own last position stands
             logger.warning("presence history: the beacon's final position is unavailable", exc_info=True)
             final = None
@@ -325,69 +293,8 @@ class Recorder:
 
 recorder = Recorder()
 
-# Where a closing page's beacon said its reader stopped (``presence.beacon``), kept until the
-# socket's leave writes the session, which may arrive after the beacon.
-FINAL_POSITION_TTL = 300
-
-
-def _final_key(room: str, reader_id: str) -> str:
-    return f"presence.final:{room}:{reader_id}"
-
-
-_final_cache = None
-
-
-def _final_positions():
-    """One cache instance for the process. ``django.core.cache.cache`` is one per async context,
-    so reading it for each leaving reader opened a Redis connection per reader (4% of a busy
-    process's CPU in the benchmark's profile); cache backends are thread-safe."""
-    global _final_cache
-    if _final_cache is None:
-        _final_cache = caches.create_connection(DEFAULT_CACHE_ALIAS)
-    return _final_cache
-
-
-def _forget_cache(*, setting: str, **kwargs: object) -> None:
-    global _final_cache
-    if setting == "CACHES":
-        _final_cache = None
-
-
-setting_changed.connect(_forget_cache)
-
-
-def remember_final_position(room: str, reader_id: str, position: float) -> None:
-    _final_positions().set(_final_key(room, reader_id), position, FINAL_POSITION_TTL)
-
-
-def final_position(room: str, reader_id: str) -> float | None:
-    value = _final_positions().get(_final_key(room, reader_id))
-    return value if isinstance(value, float) else None
-
-
-async def afinal_position(room: str, reader_id: str) -> float | None:
-    # Not ``cache.aget``: its thread-sensitive executor refused ("would deadlock") when thousands
-    # of readers left at once during a shutdown; the cache needs no particular thread.
-    return await sync_to_async(final_position, thread_sensitive=False)(room, reader_id)
-
 
 def connect() -> None:
     events.reader_left.connect(recorder.on_left, dispatch_uid="presence.history.left")
     events.checkpoint.connect(recorder.on_checkpoint, dispatch_uid="presence.history.checkpoint")
     events.online_counted.connect(recorder.on_online, dispatch_uid="presence.history.online")
-
-
-def prune(now: datetime | None = None) -> tuple[int, int]:
-    """Close sessions whose process stopped checkpointing them (``crash-recovered``, ended at
-    their last checkpoint) and delete history older than ``PRESENCE_HISTORY_DAYS``.
-    Returns (closed, deleted)."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=2 * app_settings.CHECKPOINT_SECONDS + app_settings.PROCESS_TTL)
-    closed = ReadingSession.objects.filter(end_reason=EndReason.OPEN, checkpoint_at__lt=stale).update(
-        ended_at=F("checkpoint_at"), end_reason=EndReason.CRASH_RECOVERED
-    )
-    deleted = 0
-    if app_settings.HISTORY_DAYS is not None:
-        cutoff = now - timedelta(days=app_settings.HISTORY_DAYS)
-        deleted, _ = ReadingSession.objects.filter(started_at__lt=cutoff).delete()
-    return closed, deleted

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.test import override_settings
 from django.utils import timezone
 
-from presence import history, identity
+from presence import identity, reading_sessions
 from presence.models import ReadingSession
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -57,7 +57,7 @@ def test_records_into_the_latest_session(client, article):
     old.refresh_from_db()
     assert (latest.last_position, latest.furthest_position) == (0.8, 0.8)
     assert old.furthest_position == 0.2
-    assert history.final_position(room, reader) == 0.8
+    assert reading_sessions.final_position(room, reader) == 0.8
 
     # Scrolling back up: the last position drops, the furthest stays.
     assert post(client, {"session": SESSION, "room": room, "position": 0.3}).status_code == 204
@@ -70,9 +70,9 @@ def test_kept_in_the_cache_when_the_row_is_not_written_yet(client, article):
     reader = identity.reader_id(identity.for_session(SESSION), room)
     session_row(room, reader, started_at=timezone.now() - timedelta(days=2))  # too old to be "this" session
     assert post(client, {"session": SESSION, "room": room, "position": 1}).status_code == 204
-    assert history.final_position(room, reader) == 1.0
-    assert async_to_sync(history.afinal_position)(room, reader) == 1.0
-    assert history.final_position(room, "someone-else") is None
+    assert reading_sessions.final_position(room, reader) == 1.0
+    assert async_to_sync(reading_sessions.afinal_position)(room, reader) == 1.0
+    assert reading_sessions.final_position(room, "someone-else") is None
     assert ReadingSession.objects.get().last_position == 0.5
 
 
@@ -161,10 +161,24 @@ def test_a_position_of_minus_zero_is_recorded_as_zero(client, article):
     assert post(client, '{"session": "abcdefgh12345678", "room": "ROOM", "position": -0.0}'.replace(
         "ROOM", room)).status_code == 204
     row.refresh_from_db()
-    assert str(row.last_position) == "0.0" and str(history.final_position(room, row.reader_id)) == "0.0"
+    assert str(row.last_position) == "0.0" and str(reading_sessions.final_position(room, row.reader_id)) == "0.0"
 
 
 @override_settings(PRESENCE_API_THROTTLE_RATE="2/min")
 def test_throttled_like_the_public_api(client, article):
     body = {"session": SESSION, "room": f"article:{article.pk}", "position": 0.5}
     assert [post(client, body).status_code for _ in range(3)] == [204, 204, 429]
+
+
+def test_the_final_positions_follow_a_change_of_caches(client, article):
+    """``reading_sessions`` keeps one cache instance per process; it forgets it on ``setting_changed``
+    itself (``presence/conf.py`` only reloads the ``PRESENCE_*`` settings)."""
+    room = f"article:{article.pk}"
+    reader = identity.reader_id(identity.for_session(SESSION), room)
+    reading_sessions.record_final_position(room, reader, 0.6)
+    other = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "beacon-other"}}
+    with override_settings(CACHES=other):
+        assert reading_sessions.final_position(room, reader) is None
+        reading_sessions.record_final_position(room, reader, 0.7)
+        assert reading_sessions.final_position(room, reader) == 0.7
+    assert reading_sessions.final_position(room, reader) == 0.6

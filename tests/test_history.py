@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.test import override_settings
 
-from presence import events, history, identity, rooms
+from presence import events, history, identity, reading_sessions, rooms
 from presence.models import EndReason, OnlinePeak, ReadingSession
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -146,7 +146,7 @@ async def test_prune_closes_what_a_crashed_process_left_open(ws, hub, clock, art
     await sync_to_async(call_command)("presence_prune", stdout=io.StringIO())
     (row,) = await sessions()
     assert row.end_reason == EndReason.OPEN  # a live process may still checkpoint it
-    closed, _ = await sync_to_async(history.prune)(checkpoint + timedelta(seconds=73))
+    closed, _ = await sync_to_async(reading_sessions.prune)(checkpoint + timedelta(seconds=73))
     (row,) = await sessions()
     assert closed == 1 and row.end_reason == EndReason.CRASH_RECOVERED
     assert row.ended_at == checkpoint and row.duration_seconds == pytest.approx(30, abs=0.01)
@@ -160,8 +160,8 @@ async def test_prune_deletes_history_older_than_the_setting(ws, clock, article):
     await client.disconnect()
     (row,) = await sessions()
     with override_settings(PRESENCE_HISTORY_DAYS=30):
-        assert await sync_to_async(history.prune)(row.started_at + timedelta(days=29)) == (0, 0)
-        assert await sync_to_async(history.prune)(row.started_at + timedelta(days=31)) == (0, 1)
+        assert await sync_to_async(reading_sessions.prune)(row.started_at + timedelta(days=29)) == (0, 0)
+        assert await sync_to_async(reading_sessions.prune)(row.started_at + timedelta(days=31)) == (0, 1)
     assert await sessions() == []
 
 
@@ -196,8 +196,10 @@ async def test_the_beacons_final_position_reaches_a_session_written_after_it(ws,
     await client.send_json_to({"type": "progress", "room": room, "position": 0.4})
     await settle(client)
     clock.advance(30)
-    # The page is going away: its beacon arrives before the socket's close.
-    await sync_to_async(history.remember_final_position)(room, identity.reader_id("anon:beaconreader", room), 0.93)
+    # The page is going away: its beacon arrives before the socket's close (the checkpoint row is
+    # not written yet, so only the cache holds the position).
+    reader = identity.reader_id("anon:beaconreader", room)
+    assert not await sync_to_async(reading_sessions.record_final_position)(room, reader, 0.93)
     await client.disconnect()
     (row,) = await sessions()
     assert (row.last_position, row.furthest_position) == (0.93, 0.93)
@@ -212,7 +214,7 @@ class Outage:
     def __init__(self, monkeypatch):
         self.attempts = 0
         self.down = True
-        real = history._write
+        real = reading_sessions.write
 
         def write(rows, dropped):
             self.attempts += 1
@@ -220,7 +222,7 @@ class Outage:
                 raise OperationalError("connection refused (test outage)")
             real(rows, dropped)
 
-        monkeypatch.setattr(history, "_write", write)
+        monkeypatch.setattr(reading_sessions, "write", write)
         monkeypatch.setattr(history.recorder, "retry_first", 0.05)
         monkeypatch.setattr(history.recorder, "retry_max", 0.1)
         monkeypatch.setattr(history.recorder, "_retry_delay", 0.05)
@@ -358,14 +360,14 @@ async def test_a_bad_session_in_a_batch_costs_only_itself(ws, clock, article, mo
     """A checkpoint writes every open session at once; one that fails for a reason other than an
     outage must not take the others with it."""
     room = f"article:{article.pk}"
-    real = history._write
+    real = reading_sessions.write
 
     def write(rows, dropped):
         if any(row["reader_id"] == identity.reader_id("anon:badsession01") for row in rows):
             raise ValueError("a session the database refuses")
         real(rows, dropped)
 
-    monkeypatch.setattr(history, "_write", write)
+    monkeypatch.setattr(reading_sessions, "write", write)
     readers = [await reader_in(ws, room, session) for session in ("badsession01", "goodsession1", "goodsession2")]
     clock.advance(40)
     await history.recorder.on_checkpoint(None, events.Checkpoint(

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from presence.conf import app_settings
-from presence.history import prune
+from presence.reading_sessions import prune
 
 
 class Command(BaseCommand):
