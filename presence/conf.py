@@ -21,8 +21,12 @@ DEFAULTS: dict[str, Any] = {
     "ROOM_CACHE_SIZE": 10_000,
     # How long a refused room name is cached: an object created or published elsewhere is seen after this.
     "ROOM_REFUSAL_SECONDS": 5,
-    # Seconds between coalesced `room` frames (and the hub's flush to the store).
+    # Seconds per tick: a room sends at most two `room` frames per tick, one while the process is
+    # loaded (presence/pacing.py); silent connections, the ranking and checkpoints are checked each tick.
     "TICK": 1.0,
+    # Seconds a quiet room's next frame waits after one that went out at once (the leading edge):
+    # changes within it go out together (presence/pacing.py).
+    "COALESCE_WINDOW": 0.1,
     # Seconds between `online` frames to one connection (protocol: at most one per second).
     "ONLINE_INTERVAL": 1.0,
     # Seconds between `ranking` frames to a subscribed connection, only when its ranking changed.
@@ -57,7 +61,6 @@ DEFAULTS: dict[str, Any] = {
     "BURST": 20,
     "FLOOD_CLOSE_SECONDS": 5.0,
     "ROOM_STATE_READERS": 100,
-    "HISTOGRAM_BUCKETS": 20,
     "NAME_MAX_LENGTH": 40,
     # Signed identity tokens for `identify` (Django signing, salted, expiring).
     "TOKEN_MAX_AGE": 12 * 3600,

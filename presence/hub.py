@@ -1,11 +1,12 @@
 """The per-process hub: local connections, rooms, coalesced fan-out, liveness.
 
 One hub per server process (per event loop). Consumers register their connection with
-it; the hub, not each consumer, is the member of each room's channel-layer group. Every
-tick it writes the tick's progress to the store in one call, sends one batched message
-per changed room to that room's group (so other processes learn of it), and sends each
-room's frame, encoded once, directly to its local readers. Sending through the channel
-layer per consumer measured 5-8x the CPU of this direct send.
+it; the hub, not each consumer, is the member of each room's channel-layer group. When a
+room's pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per
+room per tick), the hub writes the pending progress to the store in one call, sends one
+batched message per changed room to that room's group (so other processes learn of it), and
+sends each room's frame, encoded once, directly to its local readers. Sending through the
+channel layer per consumer measured 5-8x the CPU of this direct send.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from channels.layers import get_channel_layer
 from presence import addresses, events, identity, protocol, rooms
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, NotJoined, TooManyRooms, Unavailable
+from presence.pacing import Cadence, Pacing
 from presence.ratelimit import FrameLimiter
 from presence.store import Reader, RoomState, Store, get_store, process_id
 
@@ -31,11 +33,10 @@ logger = logging.getLogger(__name__)
 
 BATCH = "presence.batch"
 
-# A tick publishes this process's changes at a wall-clock multiple of PRESENCE_TICK (the same
-# moment on every process), then fans out this fraction of a tick later: by then the other
-# processes' batches of the same tick have arrived, so a change reaches readers on every
-# process within one tick, not two.
-FAN_OUT_DELAY = 0.1
+# Seconds between reads of the site-wide count from the store: a change reaches every process's
+# readers within this, or within ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame,
+# whichever is later.
+ONLINE_POLL = 0.25
 
 # The live ranking asks the store for this many rooms more than the largest subscription wants:
 # rooms that no longer resolve (drafts, deleted objects) are left out, and the rest still fill it.
@@ -106,6 +107,7 @@ class Session:
 
 @dataclass(slots=True)
 class LocalRoom:
+    name: str
     members: dict[str, set[Connection]] = field(default_factory=dict)  # reader id -> connections
     sessions: dict[str, Session] = field(default_factory=dict)
     # Local changes since the last fan-out, and since the last publish to the other processes.
@@ -116,7 +118,12 @@ class LocalRoom:
     to_store: set[str] = field(default_factory=set)
     remote_updates: dict[str, dict] = field(default_factory=dict)
     remote_left: set[str] = field(default_factory=set)
-    dirty: bool = False
+    # Since when something waits for the room's next frame (``dirty``), and for its next batch
+    # to the other processes (``unpublished``); None: nothing. Their pacing: ``frames``, ``batches``.
+    dirty: float | None = None
+    unpublished: float | None = None
+    frames: Cadence = field(default_factory=Cadence)
+    batches: Cadence = field(default_factory=Cadence)
     count: int | None = None
     histogram: list[int] | None = None  # last sent in a `room` frame (rooms over ROOM_STATE_READERS)
 
@@ -124,7 +131,13 @@ class LocalRoom:
 class Hub:
     clock: Callable[[], float] = time.time
 
-    def __init__(self, store: Store | None = None, layer_alias: str | None = None, autotick: bool = True):
+    def __init__(
+        self,
+        store: Store | None = None,
+        layer_alias: str | None = None,
+        autotick: bool = True,
+        pacing: Pacing | None = None,
+    ):
         self.store = store or get_store()
         self.layer = get_channel_layer(layer_alias or app_settings.CHANNEL_LAYER)
         self.proc = self.store.proc if store else process_id()
@@ -136,6 +149,11 @@ class Hub:
         self.online_value: int | None = None
         self._fresh: list[Connection] = []
         self._next_online = 0.0
+        self._online_sent_at = float("-inf")
+        self.pacing = pacing or Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock=lambda: self.clock())
+        self._pending: set[str] = set()  # rooms with something to send (``LocalRoom.dirty``, ``unpublished``)
+        self._wanted = asyncio.Event()  # a room became due before the flush loop's wake-up time
+        self._wake_at = float("inf")
         self._next_beat = 0.0
         self._next_checkpoint = 0.0
         self._tasks: list[asyncio.Task] = []
@@ -154,7 +172,8 @@ class Hub:
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        """Join the channel layer, beat once, and start the tick and receive loops (once)."""
+        """Join the channel layer, beat once, and start the loops (once): receive, and with
+        ``autotick`` also tick, flush and online."""
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
@@ -165,7 +184,8 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self._beat()
                 if self.autotick:
-                    self._tasks.append(asyncio.create_task(self._tick_loop()))
+                    for loop in (self._tick_loop, self._flush_loop, self._online_loop):
+                        self._tasks.append(asyncio.create_task(loop()))
                 self._release_on_server_shutdown()
             finally:
                 self._started.set_result(None)
@@ -208,10 +228,46 @@ class Hub:
         while True:
             tick = app_settings.TICK
             await asyncio.sleep(tick - self.clock() % tick)
-            scheduled = round(self.clock() / tick) * tick
-            await self.publish()
-            await asyncio.sleep(tick * FAN_OUT_DELAY)
-            await self.tick(scheduled + tick * FAN_OUT_DELAY)
+            await self.tick(round(self.clock() / tick) * tick)
+
+    async def _flush_loop(self) -> None:
+        """Flush each room when its pacing allows: sleep until the first pending room is due, or
+        until a change makes a room due earlier than that."""
+        while True:
+            self._wanted.clear()
+            pending = [local for room in self._pending if (local := self.rooms.get(room)) is not None]
+            self._wake_at = min(map(self._due, pending), default=float("inf"))
+            delay = self._wake_at - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wanted.wait(), None if delay == float("inf") else delay)
+                continue
+            self._wake_at = float("inf")
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("presence hub: flush failed")
+                await asyncio.sleep(self.pacing.shortest)
+
+    async def _online_loop(self) -> None:
+        """Read the site-wide count every ``ONLINE_POLL``; send it to every connection when it
+        changed, at most once per ``PRESENCE_ONLINE_INTERVAL``. (Read at each arrival and departure,
+        it would also show the count between a departure and an arrival a millisecond apart.)"""
+        loop = asyncio.get_running_loop()
+        while True:
+            woke = loop.time() + ONLINE_POLL
+            await asyncio.sleep(ONLINE_POLL)
+            self.pacing.late(loop.time() - woke)
+            try:
+                value = await self.store.online()
+                hold = self._online_sent_at + app_settings.ONLINE_INTERVAL - self.clock()
+                if value != self.online_value and hold > 0:
+                    await asyncio.sleep(hold)
+                    value = await self.store.online()
+                await self._send_online(value)
+            except Exception:
+                logger.warning("presence hub: online count unavailable", exc_info=True)
+                await asyncio.sleep(ONLINE_POLL)
 
     async def _receive_loop(self) -> None:
         delay = 0.1
@@ -392,7 +448,7 @@ class Hub:
     async def _join(self, conn: Connection, room: str, position: float | None = None, name: str | None = None) -> None:
         local = self.rooms.get(room)
         if local is None:
-            local = self.rooms[room] = LocalRoom()
+            local = self.rooms[room] = LocalRoom(room)
             await self._group("group_add", room)
         conn.rooms.add(room)
         rid = conn.ids[room] = identity.reader_id(conn.identity, room)
@@ -445,11 +501,12 @@ class Hub:
             if self.rooms.get(room) is local:
                 local.left.add(rid)
                 local.outbox_left.add(rid)
-                local.dirty = True
+                self._changed(local, published=True)
             else:  # a concurrent leave forgot the room (and published its `left`) meanwhile
                 await self._publish(room, [], {rid})
         if not local.members and self.rooms.get(room) is local:
             del self.rooms[room]
+            self._pending.discard(room)
             if local.outbox_left:  # tell the other processes before forgetting the room
                 await self._publish(room, [], local.outbox_left)
             await self._group("group_discard", room)
@@ -464,7 +521,7 @@ class Hub:
         )
 
     def progress(self, conn: Connection, room: str, position: float, name: str | None) -> None:
-        """Record a reading position; it goes out with the next tick (coalesced)."""
+        """Record a reading position; it goes out when the room's pacing allows (coalesced)."""
         if room not in conn.rooms:
             raise NotJoined("this connection has not joined that room")
         local = self.rooms[room]
@@ -479,24 +536,48 @@ class Hub:
         local.to_store.add(reader.id)
         self._announce(local, reader)
 
-    @staticmethod
-    def _announce(local: LocalRoom, reader: Reader) -> None:
+    def _announce(self, local: LocalRoom, reader: Reader) -> None:
         local.updates[reader.id] = local.outbox[reader.id] = reader
         local.left.discard(reader.id)
         local.outbox_left.discard(reader.id)
-        local.dirty = True
+        self._changed(local, published=True)
+
+    def _changed(self, local: LocalRoom, published: bool = False) -> None:
+        """Something waits for the room's next frame (and, ``published``, for its next batch to the
+        other processes): wake the flush loop if that makes the room due before its wake-up."""
+        now, new = self.clock(), False
+        if local.dirty is None:
+            local.dirty, new = now, True
+        if published and local.unpublished is None:
+            local.unpublished, new = now, True
+        if new:
+            self._pending.add(local.name)
+            if self._due(local) < self._wake_at:
+                self._wanted.set()
+
+    def _due(self, local: LocalRoom) -> float:
+        """When the first of the room's pending frame and batch may leave."""
+        due = float("inf")
+        if local.dirty is not None:
+            due = self.pacing.due(local.frames, local.dirty)
+        if local.unpublished is not None:
+            due = min(due, self.pacing.due(local.batches, local.unpublished, batch=True))
+        return due
 
     # -- ticks --------------------------------------------------------------------------
     async def tick(self, now: float | None = None) -> None:
-        """One beat of the hub: flush rooms, drop silent connections, online, heartbeat.
+        """One beat of the hub: drop silent connections, live ranking, heartbeat, checkpoint.
+        A hub without its loops (``autotick=False``: tests drive it by hand) also flushes every
+        pending room and sends the online count here, as its flush and online loops would.
 
-        ``now`` is the tick's scheduled time (the tick loop's): what is due every tick (``online``
-        and the live ranking at their default of one second) then comes at every tick, however
-        late the loop woke. Timed from the wake-up, a tick that woke a little earlier in its period
-        than the one before skipped them, about one tick in two."""
+        ``now`` is the tick's scheduled time (the tick loop's): what is due every tick (the live
+        ranking at its default of one second) then comes at every tick, however late the loop
+        woke. Timed from the wake-up, a tick that woke a little earlier in its period than the
+        one before skipped it, about one tick in two."""
         async with self._tick_lock:
             now = self.clock() if now is None else now
-            for step in (self._flush_rooms, self._drop_silent):
+            steps = [self._drop_silent] if self.autotick else [self._flush_all, self._drop_silent]
+            for step in steps:
                 try:
                     await step()
                 except Exception:
@@ -507,7 +588,7 @@ class Hub:
                     await self._send_ranking()
                 except Exception:
                     logger.warning("presence hub: live ranking unavailable", exc_info=True)
-            if now >= self._next_online:
+            if not self.autotick and now >= self._next_online:
                 self._next_online = now + app_settings.ONLINE_INTERVAL
                 try:
                     await self._send_online()
@@ -522,61 +603,90 @@ class Hub:
                 self._next_checkpoint = now + app_settings.CHECKPOINT_SECONDS
                 await events.emit(self.checkpoint())
 
-    async def publish(self) -> None:
-        """First half of a tick (the tick loop runs it ``FAN_OUT_DELAY`` before ``tick``)."""
+    async def flush(self) -> None:
+        """Send what the rooms' pacing allows now: the pending progress to the store, each due
+        room's batch to the other processes and its frame to the local readers."""
         async with self._tick_lock:
-            await self._publish_rooms()
+            await self._flush(force=False)
 
-    async def _publish_rooms(self) -> None:
-        """First half of a tick: store this process's progress and send its changes to the
-        other processes' hubs (at most ``ROOM_STATE_READERS`` updates per room: see ``newest``)."""
-        # Take the changes synchronously, so what arrives during the awaits below waits for
-        # the next tick instead of being lost.
-        writes, batches = [], []
+    async def _flush_all(self) -> None:
+        await self._flush(force=True)
+
+    async def _flush(self, force: bool) -> None:
+        # Take the changes synchronously, so what arrives during the awaits waits for the next
+        # flush instead of being lost.
+        now = self.clock()
+        frames, batches = [], []
+        for room in list(self._pending):
+            local = self.rooms.get(room)
+            if local is None:
+                self._pending.discard(room)
+                continue
+            due = self.pacing.due
+            if local.unpublished is not None and (force or due(local.batches, local.unpublished, batch=True) <= now):
+                changes = len(local.outbox) + len(local.outbox_left)
+                self.pacing.sent(local.batches, now, local.unpublished, changes)
+                local.unpublished = None
+                batches.append((room, newest(r.as_dict() for r in local.outbox.values()), local.outbox_left))
+                local.outbox, local.outbox_left = {}, set()
+            if local.dirty is not None and (force or due(local.frames, local.dirty) <= now):
+                # Counted as sent now, so that what arrives during the awaits waits its turn.
+                before = replace(local.frames)
+                updates, left = self._take_changes(local)
+                self.pacing.sent(local.frames, now, local.dirty, len(updates) + len(left))
+                frames.append((local, before, updates, left))
+                local.dirty = None
+            if local.dirty is None and local.unpublished is None:
+                self._pending.discard(room)
+        await self._store_progress()
+        for room, updates, left in batches:
+            await self._publish(room, updates, left)
+        if frames:
+            await self._send_frames(frames)
+
+    async def _store_progress(self) -> None:
+        """Write every room's pending progress (due or not) in one call: a reader who joins meanwhile
+        gets it in its `room_state`."""
+        writes = []
         for room, local in self.rooms.items():
             writes.extend((room, replace(local.sessions[rid].reader)) for rid in local.to_store)
             local.to_store = set()
-            if local.outbox or local.outbox_left:
-                batches.append((room, newest(r.as_dict() for r in local.outbox.values()), local.outbox_left))
-                local.outbox, local.outbox_left = {}, set()
         if writes:
             try:
                 await self.store.update(writes)
             except Exception:
                 logger.warning("presence hub: progress not stored; the next heartbeat re-asserts", exc_info=True)
-        for room, updates, left in batches:
-            await self._publish(room, updates, left)
 
-    async def _flush_rooms(self) -> None:
-        """Second half of a tick: one `room` frame per changed room, encoded once, to its local readers."""
-        await self._publish_rooms()
-        batches = []
-        for room, local in self.rooms.items():
-            if not local.dirty:
-                continue
-            updates = dict(local.remote_updates)
-            for rid, reader in local.updates.items():
-                mine = reader.as_dict()
-                if rid not in updates or mine["updated_at"] >= updates[rid]["updated_at"]:
-                    updates[rid] = mine
-            left = (local.left | local.remote_left) - updates.keys()
-            batches.append((room, local, newest(updates.values()), left))
-            local.updates, local.left = {}, set()
-            local.remote_updates, local.remote_left = {}, set()
-            local.dirty = False
-        if not batches:
-            return
+    @staticmethod
+    def _take_changes(local: LocalRoom) -> tuple[list[dict], set[str]]:
+        """The room's local and remote changes since its last frame (newest update per reader; at
+        most ``ROOM_STATE_READERS``: see ``newest``), and forget them."""
+        updates = dict(local.remote_updates)
+        for rid, reader in local.updates.items():
+            mine = reader.as_dict()
+            if rid not in updates or mine["updated_at"] >= updates[rid]["updated_at"]:
+                updates[rid] = mine
+        left = (local.left | local.remote_left) - updates.keys()
+        local.updates, local.left = {}, set()
+        local.remote_updates, local.remote_left = {}, set()
+        return newest(updates.values()), left
+
+    async def _send_frames(self, frames: list[tuple[LocalRoom, Cadence, list[dict], set[str]]]) -> None:
+        """One `room` frame per changed room, encoded once, to its local readers. A room with
+        nothing new to show (a heartbeat's count check) sends none: its pacing is put back."""
         try:
-            counts = await self.store.counts([b[0] for b in batches])
+            counts = await self.store.counts([local.name for local, *_ in frames])
         except Exception:
             logger.warning("presence hub: room counts unavailable; sending local ones", exc_info=True)
-            counts = {room: local.count or len(local.members) for room, local, *_ in batches}
-        crowded = [room for room, *_ in batches if counts.get(room, 0) > app_settings.ROOM_STATE_READERS]
+            counts = {local.name: local.count or len(local.members) for local, *_ in frames}
+        crowded = [local.name for local, *_ in frames if counts.get(local.name, 0) > app_settings.ROOM_STATE_READERS]
         histograms = await self._histograms(crowded)
-        for room, local, updates, left in batches:
+        for local, before, updates, left in frames:
+            room = local.name
             count = counts.get(room, 0)
             histogram = histograms.get(room)
             if not updates and not left and count == local.count and histogram in (None, local.histogram):
+                local.frames = before
                 continue
             local.count, local.histogram = count, histogram
             frame = {"type": "room", "room": room, "count": count, "updates": updates, "left": sorted(left)}
@@ -620,7 +730,7 @@ class Hub:
             if rid not in local.members:  # still here through a local tab
                 local.remote_left.add(rid)
                 local.remote_updates.pop(rid, None)
-        local.dirty = True
+        self._changed(local)
 
     async def _fan_out(self, connections, text: str) -> None:
         for conn in connections:
@@ -629,13 +739,17 @@ class Hub:
             except Exception:
                 logger.debug("presence hub: send failed", exc_info=True)
 
-    async def _send_online(self) -> None:
+    async def _send_online(self, value: int | None = None) -> None:
+        """Send the site-wide count (read now if not given) to the connections that were sent
+        another value, or only to those that just said ``hello`` if it did not change."""
         fresh, self._fresh = self._fresh, []
-        value = await self.store.online()
+        if value is None:
+            value = await self.store.online()
         changed = value != self.online_value
         targets = self.connections if changed else fresh
         self.online_value = value
         if changed:
+            self._online_sent_at = self.clock()
             await events.emit(events.OnlineCounted(value, self.now_ms()))
         text = protocol.dumps(protocol.online(value))
         # online_sent is None until the connection's `hello` (which carries the count) is on its
@@ -721,10 +835,10 @@ class Hub:
             # An update keeps the newest (updated_at), as progress does.
             await self.store.update(claims)
         # The beat may have healed a store that lost its data (Redis flushed or restarted): the
-        # next tick reads every local room's count again and sends those that changed, else
+        # next flush reads every local room's count again and sends those that changed, else
         # readers would keep a count taken from the emptied store (docs/reliability.md, guarantee 3).
         for local in self.rooms.values():
-            local.dirty = True
+            self._changed(local)
         await self._retry_releases()
         for room in list(self.rooms):  # rooms come and go during the awaits
             await self._group("group_add", room)  # refresh before the layer's group expiry

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from django.test import override_settings
 
 from presence import events, identity
 from presence.hub import Hub
+from presence.pacing import Pacing
 from presence.store.memory import MemoryStore
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -53,7 +55,8 @@ async def hubs(store_factory, clock):
     rooms.cache_clear()
     made = []
     for name in ("proc-a", "proc-b"):
-        hub = Hub(store=store_factory(name), autotick=False)
+        # The machine's CPU use is left out of the pacing: its window stays the shortest.
+        hub = Hub(store=store_factory(name), autotick=False, pacing=Pacing(1.0, 0.1, clock, meter=lambda: 0.0))
         hub.clock = clock
         made.append(hub)
         await hub.start()
@@ -111,25 +114,57 @@ async def test_progress_on_one_process_reaches_readers_on_the_other(hubs, articl
     assert update["updated_at"] == int(clock() * 1000)
 
 
-async def test_progress_reaches_the_other_process_within_one_tick(hubs, article, clock):
-    """The tick loop publishes on every process first and fans out a moment later: a change made
-    on one process is in the other process's very next `room` frame, not the one after."""
+async def quiet_room(hubs, article, clock):
+    """A writer on the first process and a watcher on the second in one room, then a tick of silence."""
     a, b = hubs
     room = f"article:{article.pk}"
-    _, writer = await connect(a, "anon:writer")
+    ca, writer = await connect(a, "anon:writer")
     cb, watcher = await connect(b, "anon:watcher")
     await a.join(writer, room)
     await b.join(watcher, room)
     await tick_all(hubs)
-    cb.take("room")
+    ca.frames.clear()
+    cb.frames.clear()
+    clock.advance(1.0)
+    return room, writer, ca, cb
+
+
+async def test_a_move_in_a_quiet_room_reaches_both_processes_at_once(hubs, article, clock):
+    """No tick between the move and the frames: the writer's process sends at once (the leading
+    edge) and so does the other process when the batch arrives."""
+    a, b = hubs
+    room, writer, ca, cb = await quiet_room(hubs, article, clock)
     a.progress(writer, room, 0.6, None)
-    for hub in hubs:
-        await hub.publish()
+    await a.flush()
     await deliver()
+    await b.flush()
+    for client in (ca, cb):
+        (frame,) = client.take("room")
+        assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.6)]
+
+
+async def test_moves_right_after_a_frame_wait_for_the_window_and_go_together(hubs, article, clock):
+    a, b = hubs
+    room, writer, ca, cb = await quiet_room(hubs, article, clock)
+    a.progress(writer, room, 0.2, None)
+    await a.flush()
+    await deliver()
+    await b.flush()
+    assert len(cb.take("room")) == 1
+    clock.advance(0.03)
+    a.progress(writer, room, 0.3, None)
+    clock.advance(0.03)
+    a.progress(writer, room, 0.4, None)
     for hub in hubs:
-        await hub.tick()
+        await hub.flush()
+    await deliver()
+    assert cb.take("room") == []  # held: within the window after the last frame
+    clock.advance(0.05)
+    await a.flush()
+    await deliver()
+    await b.flush()
     (frame,) = cb.take("room")
-    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.6)]
+    assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.4)]
 
 
 async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_histogram(hubs, article, clock):
@@ -151,11 +186,9 @@ async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_his
         for n, (hub, conn) in enumerate(readers):
             clock.advance(0.01)
             hub.progress(conn, room, n / 6, None)
-        for hub in hubs:
-            await hub.publish()
+        await a.tick()
         await deliver()
-        for hub in hubs:
-            await hub.tick()
+        await b.tick()
         (frame,) = cw.take("room")
         state = await a.store.room_state(room)
     newest = [rid(conn, room) for _, conn in reversed(readers[3:])]
@@ -358,3 +391,34 @@ async def test_what_is_due_every_tick_comes_at_every_tick(store_factory):
             await hub.stop()
     # One tick may fall outside the window at each end, and a loaded machine may wake one too late.
     assert len(seen) >= ticks - 3, [event.at for event in seen]
+
+
+async def wait_for(client: Client, kind: str, match, timeout: float = 10.0) -> dict:  # noqa: ASYNC109
+    """The first recorded frame of ``kind`` that ``match`` accepts, waiting for the hub's loops."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for frame in client.frames:
+                if frame["type"] == kind and match(frame):
+                    return frame
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("store_factory", ["memory"], indirect=True)  # the loops' timing, not the store's
+async def test_the_loops_send_moves_and_counts_without_waiting_for_a_tick(store_factory, article):
+    """With ticks 30 s apart, a move and an arrival still reach the other tab: the flush loop sends
+    a room when its pacing allows, the online loop when the count changes."""
+    room = f"article:{article.pk}"
+    with override_settings(PRESENCE_TICK=30.0):
+        hub = Hub(store=store_factory("proc-live"), pacing=Pacing(0.3, 0.05, time.time, meter=lambda: 0.0))
+        try:
+            watching, watcher = await connect(hub, "anon:watcher")
+            await hub.join(watcher, room)
+            _, writer = await connect(hub, "anon:writer")
+            await wait_for(watching, "online", lambda f: f["count"] == 2)
+            await hub.join(writer, room)
+            await wait_for(watching, "room", lambda f: f["count"] == 2)
+            for position in (0.3, 0.4):  # the first at once, the second in a trailing frame
+                hub.progress(writer, room, position, None)
+                await wait_for(watching, "room", lambda f, p=position: [u["position"] for u in f["updates"]] == [p])
+        finally:
+            await hub.stop()

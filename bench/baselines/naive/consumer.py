@@ -33,6 +33,7 @@ from django.conf import settings
 from presence import identity, protocol, ratelimit, rooms
 from presence.conf import app_settings
 from presence.errors import NotJoined, PresenceError, RateLimited, TooManyRooms
+from presence.store.base import HISTOGRAM_BUCKETS
 
 ONLINE_GROUP = "naive.online"
 
@@ -75,7 +76,7 @@ async def list_room(client: aredis.Redis, room: str) -> dict[str, dict]:
 
 
 def room_state(room: str, readers: dict[str, dict]) -> dict:
-    buckets = app_settings.HISTOGRAM_BUCKETS
+    buckets = HISTOGRAM_BUCKETS
     histogram = [0] * buckets
     for reader in readers.values():
         histogram[min(int((reader["position"] or 0.0) * buckets), buckets - 1)] += 1
