@@ -33,9 +33,9 @@ logger = logging.getLogger(__name__)
 
 BATCH = "presence.batch"
 
-# Seconds between reads of the site-wide count from the store: a change reaches every process's
-# readers within this, or within ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame,
-# whichever is later.
+# Seconds between reads of the site-wide count from the store (at the same wall-clock moments on
+# every process): a change reaches every process's readers within this, or within
+# ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame, whichever is later.
 ONLINE_POLL = 0.25
 
 # The live ranking asks the store for this many rooms more than the largest subscription wants:
@@ -173,7 +173,7 @@ class Hub:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         """Join the channel layer, beat once, and start the loops (once): receive, and with
-        ``autotick`` also tick, flush and online."""
+        ``autotick`` also tick (with the online count) and flush."""
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
@@ -184,7 +184,7 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self._beat()
                 if self.autotick:
-                    for loop in (self._tick_loop, self._flush_loop, self._online_loop):
+                    for loop in (self._tick_loop, self._flush_loop):
                         self._tasks.append(asyncio.create_task(loop()))
                 self._release_on_server_shutdown()
             finally:
@@ -225,10 +225,25 @@ class Hub:
         self._tasks.clear()
 
     async def _tick_loop(self) -> None:
+        """Every ``ONLINE_POLL``, at the same wall-clock moments on every process: the online
+        count; every tick, the rest of ``tick``. The loop's lateness to wake tells the pacing how
+        loaded the process is."""
+        loop = asyncio.get_running_loop()
+        next_tick = 0.0
         while True:
-            tick = app_settings.TICK
-            await asyncio.sleep(tick - self.clock() % tick)
-            await self.tick(round(self.clock() / tick) * tick)
+            delay = ONLINE_POLL - self.clock() % ONLINE_POLL
+            woke = loop.time() + delay
+            await asyncio.sleep(delay)
+            self.pacing.late(loop.time() - woke)
+            now = round(self.clock() / ONLINE_POLL) * ONLINE_POLL
+            if now >= next_tick:
+                tick = app_settings.TICK
+                next_tick = (now // tick + 1) * tick - ONLINE_POLL / 2
+                await self.tick(now)
+            try:
+                await self._check_online()
+            except Exception:
+                logger.warning("presence hub: online count unavailable", exc_info=True)
 
     async def _flush_loop(self) -> None:
         """Flush each room when its pacing allows: sleep until the first pending room is due, or
@@ -248,26 +263,6 @@ class Hub:
             except Exception:
                 logger.exception("presence hub: flush failed")
                 await asyncio.sleep(self.pacing.shortest)
-
-    async def _online_loop(self) -> None:
-        """Read the site-wide count every ``ONLINE_POLL``; send it to every connection when it
-        changed, at most once per ``PRESENCE_ONLINE_INTERVAL``. (Read at each arrival and departure,
-        it would also show the count between a departure and an arrival a millisecond apart.)"""
-        loop = asyncio.get_running_loop()
-        while True:
-            woke = loop.time() + ONLINE_POLL
-            await asyncio.sleep(ONLINE_POLL)
-            self.pacing.late(loop.time() - woke)
-            try:
-                value = await self.store.online()
-                hold = self._online_sent_at + app_settings.ONLINE_INTERVAL - self.clock()
-                if value != self.online_value and hold > 0:
-                    await asyncio.sleep(hold)
-                    value = await self.store.online()
-                await self._send_online(value)
-            except Exception:
-                logger.warning("presence hub: online count unavailable", exc_info=True)
-                await asyncio.sleep(ONLINE_POLL)
 
     async def _receive_loop(self) -> None:
         delay = 0.1
@@ -568,7 +563,7 @@ class Hub:
     async def tick(self, now: float | None = None) -> None:
         """One beat of the hub: drop silent connections, live ranking, heartbeat, checkpoint.
         A hub without its loops (``autotick=False``: tests drive it by hand) also flushes every
-        pending room and sends the online count here, as its flush and online loops would.
+        pending room and sends the online count here, as its flush and tick loops would.
 
         ``now`` is the tick's scheduled time (the tick loop's): what is due every tick (the live
         ranking at its default of one second) then comes at every tick, however late the loop
@@ -739,6 +734,15 @@ class Hub:
             except Exception:
                 logger.debug("presence hub: send failed", exc_info=True)
 
+    async def _check_online(self) -> None:
+        """Send the site-wide count if it changed, unless an `online` frame went out less than
+        ``PRESENCE_ONLINE_INTERVAL`` ago (then a later check sends it)."""
+        async with self._tick_lock:
+            value = await self.store.online()
+            held = self.clock() < self._online_sent_at + app_settings.ONLINE_INTERVAL
+            if value == self.online_value or not held:
+                await self._send_online(value)
+
     async def _send_online(self, value: int | None = None) -> None:
         """Send the site-wide count (read now if not given) to the connections that were sent
         another value, or only to those that just said ``hello`` if it did not change."""
@@ -746,18 +750,18 @@ class Hub:
         if value is None:
             value = await self.store.online()
         changed = value != self.online_value
-        targets = self.connections if changed else fresh
+        # online_sent is None until the connection's `hello` (which carries the count) is on its
+        # way: an `online` frame must never overtake it (docs/reliability.md, guarantee 5).
+        stale = [c for c in (self.connections if changed else fresh)
+                 if c.online_sent is not None and c.online_sent != value and not c.gone]
+        for conn in stale:
+            conn.online_sent = value
         self.online_value = value
         if changed:
             self._online_sent_at = self.clock()
+        await self._fan_out(stale, protocol.dumps(protocol.online(value)))
+        if changed:
             await events.emit(events.OnlineCounted(value, self.now_ms()))
-        text = protocol.dumps(protocol.online(value))
-        # online_sent is None until the connection's `hello` (which carries the count) is on its
-        # way: an `online` frame must never overtake it (docs/reliability.md, guarantee 5).
-        stale = [c for c in targets if c.online_sent is not None and c.online_sent != value and not c.gone]
-        for conn in stale:
-            conn.online_sent = value
-        await self._fan_out(stale, text)
 
     # -- live ranking (protocol extension) ----------------------------------------------
     async def subscribe_ranking(self, conn: Connection, limit: int) -> list[dict]:

@@ -406,7 +406,7 @@ async def wait_for(client: Client, kind: str, match, timeout: float = 10.0) -> d
 @pytest.mark.parametrize("store_factory", ["memory"], indirect=True)  # the loops' timing, not the store's
 async def test_the_loops_send_moves_and_counts_without_waiting_for_a_tick(store_factory, article):
     """With ticks 30 s apart, a move and an arrival still reach the other tab: the flush loop sends
-    a room when its pacing allows, the online loop when the count changes."""
+    a room when its pacing allows, the tick loop reads the count four times a second."""
     room = f"article:{article.pk}"
     with override_settings(PRESENCE_TICK=30.0):
         hub = Hub(store=store_factory("proc-live"), pacing=Pacing(0.3, 0.05, time.time, meter=lambda: 0.0))
