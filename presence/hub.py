@@ -150,6 +150,7 @@ class Hub:
         self._fresh: list[Connection] = []
         self._next_online = 0.0
         self._online_sent_at = float("-inf")
+        self._online_read: int | None = None  # the count at the tick loop's last check
         self.pacing = pacing or Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock=lambda: self.clock())
         self._pending: set[str] = set()  # rooms with something to send (``LocalRoom.dirty``, ``unpublished``)
         self._wanted = asyncio.Event()  # a room became due before the flush loop's wake-up time
@@ -735,13 +736,16 @@ class Hub:
                 logger.debug("presence hub: send failed", exc_info=True)
 
     async def _check_online(self) -> None:
-        """Send the site-wide count if it changed, unless an `online` frame went out less than
+        """Send the site-wide count once it changed and held for two reads (a departure and an
+        arrival a moment apart change nothing), unless an `online` frame went out less than
         ``PRESENCE_ONLINE_INTERVAL`` ago (then a later check sends it)."""
         async with self._tick_lock:
             value = await self.store.online()
-            held = self.clock() < self._online_sent_at + app_settings.ONLINE_INTERVAL
-            if value == self.online_value or not held:
-                await self._send_online(value)
+            read_before, self._online_read = self._online_read, value
+            if value != self.online_value:
+                if value != read_before or self.clock() < self._online_sent_at + app_settings.ONLINE_INTERVAL:
+                    return
+            await self._send_online(value)
 
     async def _send_online(self, value: int | None = None) -> None:
         """Send the site-wide count (read now if not given) to the connections that were sent

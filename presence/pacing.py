@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 # The process's CPU share of a core (read every SAMPLE_SECONDS) at which it counts as loaded, and
 # under which it no longer does (between the two it stays as it was, so it does not flap).
-BUSY_SHARE = 0.75
-IDLE_SHARE = 0.5
+BUSY_SHARE = 0.5
+IDLE_SHARE = 0.3
 SAMPLE_SECONDS = 0.5
 # An event loop this late to wake (``Pacing.late``) is loaded too, whatever its own CPU share:
 # processes sharing a saturated core each use only part of it.
