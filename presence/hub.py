@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 BATCH = "presence.batch"
 
 # Seconds between reads of the site-wide count from the store (at the same wall-clock moments on
-# every process): a change reaches every process's readers within this, or within
-# ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame, whichever is later.
+# every process): a change that holds for two reads reaches every process's readers within two of
+# these, or within ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame, whichever is later.
 ONLINE_POLL = 0.25
 
 # The live ranking asks the store for this many rooms more than the largest subscription wants:

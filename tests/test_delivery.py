@@ -36,7 +36,7 @@ async def test_an_online_change_reaches_every_process_within_a_second(servers):
     process. A connection gets at most one `online` frame per ``PRESENCE_ONLINE_INTERVAL``, so a
     change is made once that interval has passed since the last: set to 0.5 s here (1 s by
     default) to halve the test; it bounds how often, not how soon. Before the hub read the count
-    at once and every quarter second, it took 0.26-2.0 s."""
+    every quarter second, it took 0.26-2.0 s."""
     a, b = servers("a", online_interval=0.5), servers("b", online_interval=0.5)
     watchers = [await Client.connect(a.url, "watcher-a"), await Client.connect(b.url, "watcher-b")]
     tabs: list[Client] = []
@@ -56,7 +56,7 @@ async def test_an_online_change_reaches_every_process_within_a_second(servers):
     finally:
         await asyncio.gather(*(client.close() for client in watchers + tabs))
     assert max(delays) <= 1.0, sorted(delays)[-5:]
-    assert statistics.median(delays) <= 0.3, statistics.median(delays)
+    assert statistics.median(delays) <= 0.5, statistics.median(delays)  # read twice, a quarter second apart
 
 
 async def test_a_move_in_a_quiet_room_reaches_the_other_process_at_once(servers, room):
