@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.ports import free_port
+from tests.support.servers import ROOT, VENV_BIN, ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Twisted's default listen backlog is 50: a burst of connects then waits for SYN retries
 # (1 s, 3 s), which shows up as connect-time outliers that are the kernel's, not the app's.
@@ -136,16 +132,17 @@ def pin(cpus: set[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-class ServerProcess:
-    """One server process on a free loopback port, its output in a temporary log file."""
+class BenchServer(ServerProcess):
+    """One server process of a configuration, optionally pinned to ``cpus``."""
+
+    stop_timeout = 10.0  # a server with thousands of sockets takes a while to close them
 
     def __init__(self, config: Config, env: dict[str, str], cpus: set[int] | None, index: int = 0):
+        super().__init__(env, f"bench-{config.name}-{index}", start_timeout=30.0)
         self.config = config
-        self.env = env
         self.cpus = cpus
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{config.name}-{index}-", suffix=".log", delete=False)
+        if cpus:
+            self.preexec_fn = self._pin
 
     def command(self) -> list[str]:
         if self.config.server == "uvicorn":
@@ -159,68 +156,18 @@ class ServerProcess:
             "-v", "1", "--access-log", os.devnull, *self.config.server_args, self.config.application,
         ]
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/presence/"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def start(self, timeout: float = 30.0) -> None:
-        for _attempt in range(3):  # a free port may be taken between probing and binding it
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=self._pin if self.cpus else None,
-            )
-            if self._wait_ready(timeout):
-                return
-            if "address already in use" not in self.output.lower():
-                break
-        output = self.output
-        self.stop()
-        raise RuntimeError(f"{self.config.name} did not start on port {self.port}:\n{output[-3000:]}")
-
     def _pin(self) -> None:
         os.sched_setaffinity(0, self.cpus)  # in the child, before exec: every thread inherits it
 
-    def _wait_ready(self, timeout: float) -> bool:
-        """Ready once it answers a whole HTTP request (a bare TCP probe would leave Daphne a
+    def ready(self) -> bool:
+        """Once it answers a whole HTTP request (a bare TCP probe would leave Daphne a
         connection without an application, which upsets its SIGTERM handling)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.http_url + "/api/presence/online/", timeout=2) as response:
-                    response.read()
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
+            with urllib.request.urlopen(self.http_url + "/api/presence/online/", timeout=2) as response:
+                response.read()
+        except OSError:
+            return False
+        return True
 
 
 class Servers:
@@ -232,7 +179,7 @@ class Servers:
         self.redis_url = redis_url
         env = base_env(config.settings, database_url, prefix, redis_url if config.redis else None)
         env.update(config.env)
-        self.processes = [ServerProcess(config, env, cpus, i) for i in range(config.processes)]
+        self.processes = [BenchServer(config, env, cpus, i) for i in range(config.processes)]
 
     def __enter__(self) -> Servers:
         try:
@@ -259,14 +206,14 @@ class Servers:
 
     @property
     def ws_urls(self) -> list[str]:
-        return [p.ws_url for p in self.processes]
+        return [p.url for p in self.processes]
 
     @property
     def http_url(self) -> str:
         return self.processes[0].http_url
 
     def alive(self) -> bool:
-        return all(p.proc is not None and p.proc.poll() is None for p in self.processes)
+        return all(p.running for p in self.processes)
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.proc.pid) for p in self.processes)

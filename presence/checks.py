@@ -1,7 +1,8 @@
 """System checks for what silently breaks the app in a host project.
 
-``presence.W001``/``W002`` only with DEBUG off (development runs one process); the others with
-DEBUG on too, since each breaks something while developing already: a Redis channel layer
+``presence.W001``/``W002``/``W008`` only with DEBUG off (development runs one process; W008: a
+per-process cache under several processes, which loses the beacon's final positions); the others
+with DEBUG on too, since each breaks something while developing already: a Redis channel layer
 without the Redis presence store (W003), redis-py 8's socket timeout in the channel layer
 (W004), no ``request`` context processor (W005), no WebSocket route to the app (W006), the
 API not included (W007) or shadowed by another pattern (E001), and wrong ``PRESENCE_ROOM_KINDS``
@@ -14,13 +15,17 @@ import inspect
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from presence import rooms
 from presence.conf import app_settings
 from presence.store import backend_path
 
 MEMORY_STORE = "presence.store.memory.MemoryStore"
+# Django caches that each server process keeps to itself (LocMemCache is the default).
+PER_PROCESS_CACHES = ("django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache")
 REQUEST_PROCESSOR = "django.template.context_processors.request"
 WEBSOCKET_PATH = "/ws/presence/"
 
@@ -80,6 +85,40 @@ def check_store_matches_layer(app_configs=None, **kwargs) -> list[Warning]:
             )
         ]
     return []
+
+
+def _per_process_cache() -> str | None:
+    """The default cache's backend when each process has its own, else None."""
+    backend = settings.CACHES.get(DEFAULT_CACHE_ALIAS, {}).get("BACKEND", "")
+    try:
+        cls = import_string(backend)
+    except ImportError:
+        return None  # Django's own cache checks report what cannot be imported
+    per_process = isinstance(cls, type) and any(issubclass(cls, import_string(path)) for path in PER_PROCESS_CACHES)
+    return backend if per_process else None
+
+
+@register()
+def check_shared_cache(app_configs=None, **kwargs) -> list[Warning]:
+    """Several processes (the Redis store or channel layer) with a per-process cache: a beacon that
+    reaches another process than its socket, before the socket's leave is written, is never seen by
+    that leave (``presence/reading_sessions.py``)."""
+    if settings.DEBUG:
+        return []
+    several = backend_path().startswith("presence.store.redis.") or "channels_redis" in _layer().get("BACKEND", "")
+    backend = _per_process_cache() if several else None
+    if backend is None:
+        return []
+    return [
+        Warning(
+            f"The default cache ({backend.rsplit('.', 1)[-1]}) is per process, but a Redis presence store or "
+            "channel layer means several server processes: a closing page's final reading position is lost "
+            "whenever its beacon reaches another process than its WebSocket before the socket's leave.",
+            hint='Give CACHES["default"] a cache all processes share, e.g. '
+            '"django.core.cache.backends.redis.RedisCache" at REDIS_URL.',
+            id="presence.W008",
+        )
+    ]
 
 
 def _redis_default_socket_timeout() -> float | None:
@@ -197,8 +236,6 @@ def check_websocket_route(app_configs=None, **kwargs) -> list[Warning]:
     if not path:
         return [Warning("ASGI_APPLICATION is not set: nothing serves the presence WebSocket.", hint=hint,
                         id="presence.W006")]
-    from django.utils.module_loading import import_string
-
     try:
         application = import_string(path)
     except Exception as exc:

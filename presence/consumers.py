@@ -11,14 +11,19 @@ import logging
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from presence import addresses, events, identity, protocol, ratelimit
 from presence.conf import app_settings
+from presence.connections import TooManyConnections
 from presence.errors import PresenceError, RateLimited
-from presence.hub import TooManyConnections, get_hub
+from presence.hub import get_hub
 
 logger = logging.getLogger(__name__)
+
+# The scope key under which ``routing.KeepRawSend`` keeps the server's own ``send``.
+RAW_SEND = "presence.raw_send"
 
 
 class PresenceConsumer(AsyncWebsocketConsumer):
@@ -31,7 +36,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope, receive, send):
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         except asyncio.CancelledError:
             # The server is shutting down (Daphne cancels every application).
             await self._leave(events.SHUTDOWN)
@@ -41,6 +46,21 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             # phantom reader counted until the silence timeout.
             await self._leave(events.CLOSED)
             raise
+
+    async def _serve(self, scope, receive, send) -> None:
+        """Channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer, minus a task
+        and an ``asyncio.wait`` per frame (its ``await_many_dispatch``). Frames go out through the
+        server's own ``send`` where the stack kept it (``routing.KeepRawSend``), past the middleware's
+        wrappers of it: Channels' session middleware inspects the session on every message."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        self._send_frame = scope.get(RAW_SEND, send)
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch minus its ``aclose_old_connections`` per message: a thread-pool hop
@@ -54,6 +74,9 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.hub = get_hub()
+        if self.hub.closing:
+            await self.close()  # before accept: HTTP 403; the widget retries, reaching another process
+            return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         session = query.get("session", [None])[0]
         who = identity.from_handshake(self.scope.get("user"), session)
@@ -140,7 +163,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         """Send a frame; a client that closed meanwhile is not an error (its `websocket.disconnect`
         follows and counts it out), where the server's exception would end this instance first."""
         try:
-            await self.send(text_data=text)
+            await self._send_frame({"type": "websocket.send", "text": text})
         except Exception:
             logger.debug("presence: send to a closed connection dropped", exc_info=True)
 

@@ -111,6 +111,7 @@ class Recorder:
         self._lock = asyncio.Lock()
         self._backlog: dict[tuple, dict] = {}  # by session (KEY_FIELDS), oldest first
         self._backlog_dropped: list[dict] = []
+        self._writing = 0  # sessions taken from the backlog by the write in flight: not yet stored
         self.lost = 0
         self._reported: set[tuple[str, str, str]] = set()  # errors other than outages, logged once
         self.failing = False  # the last write failed: new rows wait for the retry
@@ -211,9 +212,11 @@ class Recorder:
                 return False
             rows, self._backlog = list(self._backlog.values()), {}
             dropped, self._backlog_dropped = self._backlog_dropped, []
+            self._writing = len(rows)
             try:
                 failed = await database_sync_to_async(_write_each)(rows, dropped) if rows or dropped else []
             except Exception as exc:  # an outage (``is_outage``): every row waits for the retry
+                self._writing = 0
                 # Rows that arrived meanwhile are newer: they go after these.
                 newer, newer_dropped = self._backlog.values(), self._backlog_dropped
                 self._backlog, self._backlog_dropped = {}, []
@@ -224,6 +227,7 @@ class Recorder:
                                type(exc).__name__, len(self._backlog), exc_info=not retrying)
                 self._schedule_retry()
                 return False
+            self._writing = 0
             for row, exc in failed:
                 self.lost += "object_id" in row  # a session (not the deletion of a too-short one's row)
                 self._report_error("a reading session", exc)
@@ -282,13 +286,14 @@ class Recorder:
 
     def _report_unwritten(self) -> None:
         """At exit, what the database never took is lost: say so with a count, never silently."""
-        if self._backlog:
+        if self.backlog:
             logger.error("presence history: process exiting with %d reading sessions never written "
-                         "(database unavailable); they are lost", len(self._backlog))
+                         "(database unavailable); they are lost", self.backlog)
 
     @property
     def backlog(self) -> int:
-        return len(self._backlog)
+        """Sessions not yet stored: waiting, or in the write in flight (so 0 means written)."""
+        return len(self._backlog) + self._writing
 
 
 recorder = Recorder()

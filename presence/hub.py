@@ -1,4 +1,5 @@
-"""The per-process hub: local connections, rooms, coalesced fan-out, liveness.
+"""The per-process hub: the driver of what ``presence.membership`` (who is here) and
+``presence.outbox`` (what is due) decide, with coalesced fan-out, liveness and shutdown.
 
 One hub per server process (per event loop). Consumers register their connection with
 it; the hub, not each consumer, is the member of each room's channel-layer group. When a
@@ -13,20 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
+import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 
 from presence import addresses, events, identity, protocol, rooms
 from presence.conf import app_settings
-from presence.errors import InvalidRoom, NotJoined, TooManyRooms, Unavailable
-from presence.pacing import Cadence, Pacing
+from presence.connections import Admission, Connection, TooManyConnections
+from presence.errors import InvalidRoom, TooManyRooms, Unavailable
+from presence.local_rooms import LocalRoom
+from presence.membership import (
+    Changed,
+    ClaimOnline,
+    CloseGroup,
+    Depart,
+    Enter,
+    Membership,
+    OpenGroup,
+    Publish,
+    ReleaseOnline,
+    claim_key,
+)
+from presence.outbox import Frame, Outbox
+from presence.pacing import Pacing
 from presence.ratelimit import FrameLimiter
+from presence.sequencer import Sequencer
 from presence.store import Reader, RoomState, Store, get_store, process_id
 
 logger = logging.getLogger(__name__)
@@ -47,112 +64,34 @@ def ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-class TooManyConnections(Exception):
-    """A client address already holds ``PRESENCE_MAX_CONNECTIONS_PER_IP`` connections, or
-    ``PRESENCE_MAX_READERS_PER_IP`` readers, site-wide."""
-
-
-@dataclass(slots=True)
-class Admission:
-    """A connection counted against its address's caps: the address's keyed hash and the
-    site-wide reader id it is counted as (changed by ``identify``)."""
-
-    address: str
-    reader: str
-    open: bool = True
-
-
-class Connection:
-    """One client connection as the hub sees it; knows nothing of WebSockets.
-
-    ``reader_id`` is the reader's site-wide id (online claims, ``hello``); in each joined room
-    it is known by that room's id, ``ids[room]`` (protocol 1.1)."""
-
-    __slots__ = (
-        "identity", "reader_id", "rooms", "ids", "last_seen", "online_sent", "limiter", "send", "close", "gone",
-        "leaving", "admission",
-    )
-
-    def __init__(
-        self,
-        identity_: str,
-        send: Callable[[str], Awaitable[None]],
-        close: Callable[[int], Awaitable[None]],
-        now: float,
-        limiter: FrameLimiter,
-    ):
-        self.identity = identity_
-        self.reader_id = identity.reader_id(identity_)
-        self.rooms: set[str] = set()
-        self.ids: dict[str, str] = {}  # room -> this reader's id there
-        self.admission: Admission | None = None
-        self.last_seen = now
-        self.online_sent: int | None = None
-        self.limiter = limiter
-        self.send = send
-        self.close = close
-        self.gone = False
-        self.leaving: asyncio.Future | None = None  # its unregistering, once started
-
-
-@dataclass(slots=True)
-class Session:
-    """A reader (identity) in a room in this process, from its first tab's join to its last tab's leave."""
-
-    identity: str
-    reader: Reader
-    started_at: int
-    furthest: float | None = None
-
-
-@dataclass(slots=True)
-class LocalRoom:
-    name: str
-    members: dict[str, set[Connection]] = field(default_factory=dict)  # reader id -> connections
-    sessions: dict[str, Session] = field(default_factory=dict)
-    # Local changes since the last fan-out, and since the last publish to the other processes.
-    updates: dict[str, Reader] = field(default_factory=dict)
-    left: set[str] = field(default_factory=set)
-    outbox: dict[str, Reader] = field(default_factory=dict)
-    outbox_left: set[str] = field(default_factory=set)
-    to_store: set[str] = field(default_factory=set)
-    remote_updates: dict[str, dict] = field(default_factory=dict)
-    remote_left: set[str] = field(default_factory=set)
-    # Since when something waits for the room's next frame (``dirty``), and for its next batch
-    # to the other processes (``unpublished``); None: nothing. Their pacing: ``frames``, ``batches``.
-    dirty: float | None = None
-    unpublished: float | None = None
-    frames: Cadence = field(default_factory=Cadence)
-    batches: Cadence = field(default_factory=Cadence)
-    count: int | None = None
-    histogram: list[int] | None = None  # last sent in a `room` frame (rooms over ROOM_STATE_READERS)
-
-
 class Hub:
-    clock: Callable[[], float] = time.time
-
     def __init__(
         self,
         store: Store | None = None,
         layer_alias: str | None = None,
         autotick: bool = True,
         pacing: Pacing | None = None,
+        clock: Callable[[], float] = time.time,
     ):
+        self.clock = clock  # wall-clock seconds: reader times are compared across processes
         self.store = store or get_store()
         self.layer = get_channel_layer(layer_alias or app_settings.CHANNEL_LAYER)
         self.proc = self.store.proc if store else process_id()
         self.autotick = autotick
-        self.connections: set[Connection] = set()
-        self.by_reader: dict[str, set[Connection]] = {}
-        self.rooms: dict[str, LocalRoom] = {}
+        self.members = Membership(self.proc)  # who is here: the decisions, as effects this hub performs
+        self.connections = self.members.connections
+        self.by_reader = self.members.by_reader
+        self.rooms = self.members.rooms
         self.channel: str | None = None
         self.online_value: int | None = None
         self._fresh: list[Connection] = []
         self._next_online = 0.0
         self._online_sent_at = float("-inf")
         self._online_read: int | None = None  # the count at the tick loop's last check
-        self.pacing = pacing or Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock=lambda: self.clock())
-        self._pending: set[str] = set()  # rooms with something to send (``LocalRoom.dirty``, ``unpublished``)
+        self.pacing = pacing or Pacing(
+            app_settings.TICK, app_settings.COALESCE_WINDOW, clock=clock, aligned=self.store.spans_processes
+        )
+        self.outbox = Outbox(self.pacing)  # which rooms have something to send, and when
         self._wanted = asyncio.Event()  # a room became due before the flush loop's wake-up time
         self._wake_at = float("inf")
         self._next_beat = 0.0
@@ -162,6 +101,8 @@ class Hub:
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
+        self._in_order = Sequencer()  # claims, releases and group changes, in the order decided
+        self._closing: Closing | None = None  # set once a shutdown began
         # (address key, site reader id) -> connections of this process counted by ``admit``.
         self.admitted: dict[tuple[str, str], int] = {}
         # Live ranking subscriptions (docs/protocol.md, "Live ranking"): connection -> (limit, last sent).
@@ -170,6 +111,11 @@ class Hub:
 
     def now_ms(self) -> int:
         return ms(self.clock())
+
+    @property
+    def closing(self) -> bool:
+        """A shutdown began: new connections are refused (their clients retry another process)."""
+        return self._closing is not None
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -202,9 +148,12 @@ class Hub:
             return
         from twisted.internet import defer
 
-        reactor.addSystemEventTrigger(
-            "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self._shutdown_in_time()))
-        )
+        def before_shutdown():
+            # At once, before the consumers the server cancels run: they find their connection gone.
+            self._close_all()
+            return defer.Deferred.fromFuture(asyncio.ensure_future(self._shutdown_in_time()))
+
+        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
     async def _shutdown_in_time(self) -> None:
         """``shutdown``, bounded: a store or channel-layer call that never returns must not keep
@@ -212,17 +161,16 @@ class Hub:
         try:
             await asyncio.wait_for(self.shutdown(), SHUTDOWN_SECONDS)
         except TimeoutError:
-            logger.error("presence hub: shutdown not done after %.0f s (%d connections left); exiting anyway",
-                         SHUTDOWN_SECONDS, len(self.connections))
+            logger.error("presence hub: shutdown not done after %.0f s (%d sessions ending); exiting anyway",
+                         SHUTDOWN_SECONDS, len(self._closing.ended) if self._closing else 0)
         except Exception:
             logger.error("presence hub: shutdown failed; exiting anyway", exc_info=True)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their ends, cancellations included, are returned; a cancellation of ``stop`` itself is not.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _tick_loop(self) -> None:
@@ -251,12 +199,14 @@ class Hub:
         until a change makes a room due earlier than that."""
         while True:
             self._wanted.clear()
-            pending = [local for room in self._pending if (local := self.rooms.get(room)) is not None]
-            self._wake_at = min(map(self._due, pending), default=float("inf"))
+            self._wake_at = self.outbox.next_due(self.rooms)
             delay = self._wake_at - self.clock()
             if delay > 0:
+                # Not ``wait_for``: on Python 3.11 it drops a cancellation that arrives as the event
+                # is set, and the loop then ran on after ``stop`` (a SIGTERM seen in CI waited 10 s).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wanted.wait(), None if delay == float("inf") else delay)
+                    async with asyncio.timeout(None if delay == float("inf") else delay):
+                        await self._wanted.wait()
                 continue
             self._wake_at = float("inf")
             try:
@@ -347,8 +297,7 @@ class Hub:
         )
         conn = Connection(identity_, send, close, self.clock(), limiter)
         conn.admission = admission
-        self.connections.add(conn)
-        await self._claim_online(conn)
+        await self._perform(self.members.open(conn))
         return conn, await self._online_for(conn)
 
     async def _online_for(self, conn: Connection) -> int:
@@ -365,21 +314,19 @@ class Hub:
     async def unregister(self, conn: Connection, reason: str, at_ms: int | None = None) -> None:
         """Remove a connection and everything it held; safe to call twice. ``at_ms``: when
         its sessions ended, if not now (a silent connection ended when last heard from)."""
-        if not conn.gone:
-            conn.gone = True
-            self.connections.discard(conn)
+        effects = self.members.close(conn, reason, at_ms or self.now_ms())
+        if effects is not None:
             self.ranked.pop(conn, None)
-            conn.leaving = asyncio.ensure_future(self._unregister_now(conn, reason, at_ms))
+            released = self._perform(effects, until_written=True)
+            conn.leaving = asyncio.ensure_future(self._dismiss_after(conn.admission, released))
             self._leaving.add(conn.leaving)
             conn.leaving.add_done_callback(self._leaving.discard)
         if conn.leaving is not None:  # a second call waits till the first is done
             await asyncio.shield(conn.leaving)
 
-    async def _unregister_now(self, conn: Connection, reason: str, at_ms: int | None) -> None:
-        for room in list(conn.rooms):
-            await self._leave(conn, room, reason, at_ms)
-        await self._release_online(conn)
-        await self.dismiss(conn.admission)
+    async def _dismiss_after(self, admission: Admission | None, released: Awaitable) -> None:
+        await released
+        await self.dismiss(admission)
 
     def touch(self, conn: Connection) -> str:
         """A frame arrived: the connection is alive. Returns the rate limiter's verdict."""
@@ -398,34 +345,62 @@ class Hub:
                 await self._count_in(
                     admission, (app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP)
                 )
-            carried = {}
-            for room in list(conn.rooms):
-                carried[room] = self.rooms[room].sessions[conn.ids[room]].reader
-                await self._leave(conn, room, events.IDENTIFY)
-            await self._release_online(conn)
-            conn.identity = new_identity
-            conn.reader_id = identity.reader_id(new_identity)
-            await self._claim_online(conn)
+            if conn.gone:  # closed while its address was counted again
+                return self.online_value or 0
+            carried = self.members.positions(conn)
+            left = self.members.leave_all(conn, events.IDENTIFY, self.now_ms())
+            released = self._perform(left + self.members.release_online(conn), until_written=True)
+            self.members.rekey(conn, new_identity)
+            await released  # the old reader gone first (its sessions ended): no count shows both
+            if conn.gone:
+                return self.online_value or 0
+            claims = self.members.claim_online(conn)
             for room, old in carried.items():
-                await self._join(conn, room, position=old.position, name=old.name)
+                claims += self.members.join(conn, room, self.now_ms(), position=old.position, name=old.name)
+            await self._perform(claims)
         return await self._online_for(conn)
 
-    async def _claim_online(self, conn: Connection) -> None:
-        tabs = self.by_reader.setdefault(conn.reader_id, set())
-        tabs.add(conn)
-        await self._store(self.store.claim_online(conn.reader_id), quiet=True)
+    def _perform(self, effects: list, until_written: bool = False) -> Awaitable:
+        """Run each of ``self.members``' effects after the calls decided before it for its key (one
+        reader's calls reach the store in the order decided: ``Sequencer``). What is returned completes
+        when what the caller answers for is done: claims, releases and the group a join entered, and,
+        ``until_written``, the receivers of the sessions' end events (the history's database write: a
+        closing or re-identified connection's; a `leave` frame does not hold up the next frames for it).
+        Awaiting it may be cancelled; the calls go on: they were decided."""
+        waits = []
+        for effect in effects:
+            if isinstance(effect, Enter) and effect.joined is not None:
+                self._emit_in_order(effect.joined)  # before anything ends the session
+            done = self._in_order.submit(effect.key, functools.partial(self._run, effect))
+            if isinstance(effect, Depart):
+                waits.append(self._with_event(done) if until_written else asyncio.shield(done))
+            elif isinstance(effect, Enter):
+                group = self._in_order.last(("group", effect.room.name))  # a group_add may be on its way
+                waits += [asyncio.shield(done)] + ([asyncio.shield(group)] if group is not None else [])
+            elif isinstance(effect, CloseGroup):
+                self.outbox.forget(effect.room)
+            elif not isinstance(effect, OpenGroup):  # a join waits for its group (above)
+                waits.append(asyncio.shield(done))
+        return asyncio.gather(*waits) if waits else _DONE
 
-    async def _release_online(self, conn: Connection) -> None:
-        tabs = self.by_reader.get(conn.reader_id)
-        if tabs is None:
-            return
-        tabs.discard(conn)
-        if tabs:
-            return
-        del self.by_reader[conn.reader_id]
-        await self._release(None, conn.reader_id)
-        if conn.reader_id in self.by_reader:  # another tab arrived while we released
-            await self._store(self.store.claim_online(conn.reader_id), quiet=True)
+    async def _run(self, effect) -> object:
+        """One effect's store or channel-layer calls."""
+        match effect:
+            case ClaimOnline(reader_id=rid):
+                return await self._store(self.store.claim_online(rid), quiet=True)
+            case ReleaseOnline(reader_id=rid):
+                return await self._release(None, rid)
+            case OpenGroup(room=room):
+                return await self._group("group_add", room)
+            case CloseGroup(room=room, left=left):  # telling the other processes what they missed
+                if left:
+                    await self._publish(room, [], left)
+                return await self._group("group_discard", room)
+            case Enter():
+                return await self._claim(effect)
+            case Depart():
+                return await self._depart(effect)
+        raise TypeError(f"not an effect: {effect!r}")
 
     # -- rooms --------------------------------------------------------------------------
     async def join(self, conn: Connection, room: str) -> RoomState:
@@ -434,131 +409,73 @@ class Hub:
             if len(conn.rooms) >= app_settings.MAX_ROOMS:
                 raise TooManyRooms(f"a connection may join at most {app_settings.MAX_ROOMS} rooms")
             await rooms.resolve(room)
-            await self._join(conn, room)
+            await self._perform(self.members.join(conn, room, self.now_ms()))
         return await self.room_state(room)
 
     async def room_state(self, room: str) -> RoomState:
-        """A room's count, newest readers and histogram, from the store."""
+        """A room's count, newest readers and histogram, from the store, after writing this
+        process's pending progress in the room: the state then holds the newest position of every
+        reader here, and of every reader elsewhere as of that process's last flush (whose later
+        changes reach the local readers in their next `room` frame, as batches arrive)."""
+        local = self.rooms.get(room)
+        if local is not None and local.to_store:
+            await self._store_progress([local])
         return await self._store(self.store.room_state(room, app_settings.ROOM_STATE_READERS))
 
-    async def _join(self, conn: Connection, room: str, position: float | None = None, name: str | None = None) -> None:
-        local = self.rooms.get(room)
-        if local is None:
-            local = self.rooms[room] = LocalRoom(room)
-            await self._group("group_add", room)
-        conn.rooms.add(room)
-        rid = conn.ids[room] = identity.reader_id(conn.identity, room)
-        tabs = local.members.setdefault(rid, set())
-        first = not tabs
-        tabs.add(conn)
-        now = self.now_ms()
-        if first:
-            reader = Reader(rid, name, position, now, now)
-            local.sessions[rid] = Session(conn.identity, reader, started_at=now)
-        session = local.sessions[rid]
-        # Idempotent per process, so a second tab re-claiming is harmless and closes races.
-        stored = await self._store(self.store.join(room, session.reader), quiet=True)
-        if first and stored is not None:
-            if position is not None and stored.updated_at <= session.reader.updated_at:
-                # Re-identified: carry the position over to the new reader id.
-                session.reader.joined_at = stored.joined_at
-                local.to_store.add(rid)
-            else:
-                session.reader = stored  # keep the record another process or tab already made
-        if first:
-            session.furthest = session.reader.position
-            self._announce(local, session.reader)
-            await events.emit(events.ReaderJoined(room, conn.identity, rid, session.started_at, self.proc))
+    async def _claim(self, enter: Enter) -> None:
+        """The store's part of a join; for a session's first tab, its announcement. Nothing once a
+        shutdown began: its ``release_all`` may have run, and the session ended (``_close_all``)."""
+        if self._closing is not None:
+            return
+        stored = await self._store(self.store.join(enter.room.name, enter.session.reader), quiet=True)
+        reader = self.members.claimed(enter, stored)
+        if reader is not None:
+            self._announce(enter.room, reader)
 
     async def leave(self, conn: Connection, room: str) -> None:
-        if room not in conn.rooms:
-            raise NotJoined("this connection has not joined that room")
-        await self._leave(conn, room, events.LEFT)
+        await self._perform(self.members.leave(conn, room, events.LEFT, self.now_ms()))
 
-    async def _leave(self, conn: Connection, room: str, reason: str, at_ms: int | None = None) -> None:
-        conn.rooms.discard(room)
-        rid = conn.ids.pop(room)
-        local = self.rooms[room]
-        tabs = local.members[rid]
-        tabs.discard(conn)
-        if tabs:
-            return
-        del local.members[rid]
-        session = local.sessions.pop(rid)
-        local.updates.pop(rid, None)
-        local.outbox.pop(rid, None)
-        if rid in local.to_store:  # flush this reader's last position now
-            local.to_store.discard(rid)
-            await self._store(self.store.update([(room, session.reader)]), quiet=True)
-        gone_everywhere = await self._release(room, rid)
-        if rid in local.members:  # another tab re-joined while we left
-            await self._store(self.store.join(room, local.sessions[rid].reader), quiet=True)
-        elif gone_everywhere is not False:
-            if self.rooms.get(room) is local:
-                local.left.add(rid)
-                local.outbox_left.add(rid)
-                self._changed(local, published=True)
-            else:  # a concurrent leave forgot the room (and published its `left`) meanwhile
-                await self._publish(room, [], {rid})
-        if not local.members and self.rooms.get(room) is local:
-            del self.rooms[room]
-            self._pending.discard(room)
-            if local.outbox_left:  # tell the other processes before forgetting the room
-                await self._publish(room, [], local.outbox_left)
-            await self._group("group_discard", room)
-            if room in self.rooms:  # somebody joined it again meanwhile
-                await self._group("group_add", room)
-        reader = session.reader
-        await events.emit(
-            events.ReaderLeft(
-                room, session.identity, rid, reader.name, session.started_at, at_ms or self.now_ms(),
-                session.furthest, reader.position, reason, self.proc,
-            )
-        )
+    async def _depart(self, depart: Depart) -> asyncio.Future:
+        """The store's part of a reader's last tab leaving a room, then the end of its session."""
+        room, reader = depart.room, depart.session.reader
+        if depart.unwritten:  # its last position, not written yet
+            await self._store(self.store.update([(room, reader)]), quiet=True)
+        if await self._release(room, reader.id) is not False:  # gone everywhere (or no answer)
+            for effect in self.members.released(room, reader.id):
+                match effect:
+                    case Publish(left=left):
+                        await self._publish(room, [], left)
+                    case Changed(room=local):
+                        self._changed(local, published=True)
+        return self._emit_in_order(depart.ended(self.proc))
+
+    def _emit_in_order(self, event: events.ReaderJoined | events.ReaderLeft) -> asyncio.Future:
+        """A session's start or end, after the events of the same reader and room before it. Not on
+        the store calls' order: the next claim of the reader need not wait for the receivers (the
+        history's database write)."""
+        return self._in_order.submit(("events", event.room, event.reader_id), functools.partial(events.emit, event))
+
+    @staticmethod
+    async def _with_event(stored: asyncio.Future) -> None:
+        """Until a leave's store calls are done, and then the session's end event they emitted."""
+        emitted = await asyncio.shield(stored)
+        if emitted is not None:
+            await asyncio.shield(emitted)
 
     def progress(self, conn: Connection, room: str, position: float, name: str | None) -> None:
         """Record a reading position; it goes out when the room's pacing allows (coalesced)."""
-        if room not in conn.rooms:
-            raise NotJoined("this connection has not joined that room")
-        local = self.rooms[room]
-        session = local.sessions[conn.ids[room]]
-        reader = session.reader
-        reader.position = position
-        if name is not None:
-            reader.name = name
-        reader.updated_at = max(self.now_ms(), reader.updated_at)
-        if session.furthest is None or position > session.furthest:
-            session.furthest = position
-        local.to_store.add(reader.id)
-        self._announce(local, reader)
+        self._announce(*self.members.progress(conn, room, position, name, self.now_ms()))
 
     def _announce(self, local: LocalRoom, reader: Reader) -> None:
-        local.updates[reader.id] = local.outbox[reader.id] = reader
-        local.left.discard(reader.id)
-        local.outbox_left.discard(reader.id)
+        local.announce(reader)
         self._changed(local, published=True)
 
     def _changed(self, local: LocalRoom, published: bool = False) -> None:
         """Something waits for the room's next frame (and, ``published``, for its next batch to the
         other processes): wake the flush loop if that makes the room due before its wake-up."""
-        now, new = self.clock(), False
-        if local.dirty is None:
-            local.dirty, new = now, True
-        if published and local.unpublished is None:
-            local.unpublished, new = now, True
-        if new:
-            self._pending.add(local.name)
-            if self._due(local) < self._wake_at:
-                self._wanted.set()
-
-    def _due(self, local: LocalRoom) -> float:
-        """When the first of the room's pending frame and batch may leave."""
-        due = float("inf")
-        if local.dirty is not None:
-            due = self.pacing.due(local.frames, local.dirty)
-        if local.unpublished is not None:
-            due = min(due, self.pacing.due(local.batches, local.unpublished, batch=True))
-        return due
+        due = self.outbox.changed(local, self.clock(), published)
+        if due is not None and due < self._wake_at:
+            self._wanted.set()
 
     # -- ticks --------------------------------------------------------------------------
     async def tick(self, now: float | None = None) -> None:
@@ -609,65 +526,27 @@ class Hub:
         await self._flush(force=True)
 
     async def _flush(self, force: bool) -> None:
-        # Take the changes synchronously, so what arrives during the awaits waits for the next
-        # flush instead of being lost.
-        now = self.clock()
-        frames, batches = [], []
-        for room in list(self._pending):
-            local = self.rooms.get(room)
-            if local is None:
-                self._pending.discard(room)
-                continue
-            due = self.pacing.due
-            if local.unpublished is not None and (force or due(local.batches, local.unpublished, batch=True) <= now):
-                changes = len(local.outbox) + len(local.outbox_left)
-                self.pacing.sent(local.batches, now, local.unpublished, changes)
-                local.unpublished = None
-                batches.append((room, newest(r.as_dict() for r in local.outbox.values()), local.outbox_left))
-                local.outbox, local.outbox_left = {}, set()
-            if local.dirty is not None and (force or due(local.frames, local.dirty) <= now):
-                # Counted as sent now, so that what arrives during the awaits waits its turn.
-                before = replace(local.frames)
-                updates, left = self._take_changes(local)
-                self.pacing.sent(local.frames, now, local.dirty, len(updates) + len(left))
-                frames.append((local, before, updates, left))
-                local.dirty = None
-            if local.dirty is None and local.unpublished is None:
-                self._pending.discard(room)
-        await self._store_progress()
+        # Taken synchronously: what arrives during the awaits waits for the next flush.
+        frames, batches = self.outbox.take(self.rooms, self.clock(), force)
+        if batches:  # every room with progress to store has a batch pending: written with the first
+            await self._store_progress()
         for room, updates, left in batches:
             await self._publish(room, updates, left)
         if frames:
             await self._send_frames(frames)
 
-    async def _store_progress(self) -> None:
-        """Write every room's pending progress (due or not) in one call: a reader who joins meanwhile
-        gets it in its `room_state`."""
-        writes = []
-        for room, local in self.rooms.items():
-            writes.extend((room, replace(local.sessions[rid].reader)) for rid in local.to_store)
-            local.to_store = set()
+    async def _store_progress(self, locals_: Iterable[LocalRoom] | None = None) -> None:
+        """Write the pending progress of every room (due or not), or of ``locals_``, in one call:
+        a reader who joins meanwhile gets it in its `room_state`."""
+        writes = [write for local in (self.rooms.values() if locals_ is None else locals_)
+                  for write in local.take_writes()]
         if writes:
             try:
                 await self.store.update(writes)
             except Exception:
                 logger.warning("presence hub: progress not stored; the next heartbeat re-asserts", exc_info=True)
 
-    @staticmethod
-    def _take_changes(local: LocalRoom) -> tuple[list[dict], set[str]]:
-        """The room's local and remote changes since its last frame (newest update per reader; at
-        most ``ROOM_STATE_READERS``: see ``newest``), and forget them."""
-        updates = dict(local.remote_updates)
-        for rid, reader in local.updates.items():
-            mine = reader.as_dict()
-            if rid not in updates or mine["updated_at"] >= updates[rid]["updated_at"]:
-                updates[rid] = mine
-        left = (local.left | local.remote_left) - updates.keys()
-        local.updates, local.left = {}, set()
-        local.remote_updates, local.remote_left = {}, set()
-        return newest(updates.values()), left
-
-    async def _send_frames(self, frames: list[tuple[LocalRoom, Cadence, list[dict], set[str]]]) -> None:
+    async def _send_frames(self, frames: list[Frame]) -> None:
         """One `room` frame per changed room, encoded once, to its local readers. A room with
         nothing new to show (a heartbeat's count check) sends none: its pacing is put back."""
         try:
@@ -710,23 +589,9 @@ class Hub:
 
     def _merge_remote(self, message: dict) -> None:
         local = self.rooms.get(message.get("room"))
-        if local is None:
-            return
-        for reader in message.get("updates", ()):
-            rid = reader["id"]
-            known = local.remote_updates.get(rid)
-            session = local.sessions.get(rid)  # the same reader in a tab of this process
-            if known is not None and reader["updated_at"] < known["updated_at"]:
-                continue
-            if session is not None and reader["updated_at"] < session.reader.updated_at:
-                continue
-            local.remote_updates[rid] = reader
-            local.remote_left.discard(rid)
-        for rid in message.get("left", ()):
-            if rid not in local.members:  # still here through a local tab
-                local.remote_left.add(rid)
-                local.remote_updates.pop(rid, None)
-        self._changed(local)
+        if local is not None:
+            local.merge_remote(message.get("updates", ()), message.get("left", ()))
+            self._changed(local)
 
     async def _fan_out(self, connections, text: str) -> None:
         for conn in connections:
@@ -814,29 +679,19 @@ class Hub:
 
     def checkpoint(self) -> events.Checkpoint:
         """What every reader in this process has read so far."""
-        return events.Checkpoint(
-            self.now_ms(),
-            self.proc,
-            [
-                events.OpenSession(
-                    room, s.identity, rid, s.reader.name, s.started_at, s.furthest, s.reader.position
-                )
-                for room, local in self.rooms.items()
-                for rid, s in local.sessions.items()
-            ],
-        )
+        return events.Checkpoint(self.now_ms(), self.proc, self.members.open_sessions())
 
     async def _beat(self) -> None:
         """Process heartbeat: stay alive in the store, re-assert claims, reap the dead."""
         self._next_beat = self.clock() + app_settings.PROCESS_HEARTBEAT
         online = list(self.by_reader)
-        claims = [(room, s.reader) for room, local in self.rooms.items() for s in local.sessions.values()]
+        claims = self.members.claims()
         admitted = [(address, reader, n) for (address, reader), n in self.admitted.items()]
         gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims, admitted)
         # A reader that left while the beat was on its way may have been claimed again by it,
         # after its own release: drop those claims too, or it would stay forever (docs/reliability.md, guarantee 5).
-        self._unreleased.update((None, rid) for rid in online if not self._holds(None, rid))
-        self._unreleased.update((room, reader.id) for room, reader in claims if not self._holds(room, reader.id))
+        self._unreleased.update((None, rid) for rid in online if not self.members.holds(None, rid))
+        self._unreleased.update((room, r.id) for room, r in claims if not self.members.holds(room, r.id))
         if claims:
             # The heartbeat's joins keep a record already there: after a wipe, whichever process
             # beat first wrote its own view of a reader with tabs on several, maybe an older one.
@@ -889,27 +744,17 @@ class Hub:
             self._unreleased.add((room, reader_id))
             return None
 
-    def _holds(self, room: str | None, reader_id: str) -> bool:
-        """Whether a local connection holds this reader online (room None) or in the room."""
-        if room is None:
-            return reader_id in self.by_reader
-        return room in self.rooms and reader_id in self.rooms[room].members
-
     async def _retry_releases(self) -> None:
         """Drop the claims this process holds no reader for: releases that failed, and claims a
         heartbeat re-asserted while their reader was leaving."""
         for room, reader_id in list(self._unreleased):
             self._unreleased.discard((room, reader_id))
-            if self._holds(room, reader_id):
+            if self.members.holds(room, reader_id):
                 continue  # claimed again since; the heartbeat re-asserted it
-            gone = await self._release(room, reader_id)  # queued again if the store fails
-            if self._holds(room, reader_id):  # came back while we released: claim it again
-                if room is None:
-                    await self._store(self.store.claim_online(reader_id), quiet=True)
-                else:
-                    reader = self.rooms[room].sessions[reader_id].reader
-                    await self._store(self.store.join(room, reader), quiet=True)
-            elif gone and room is not None:
+            # Queued again if the store fails; a claim decided later goes after it.
+            release = functools.partial(self._release, room, reader_id)
+            gone = await asyncio.shield(self._in_order.submit(claim_key(room, reader_id), release))
+            if gone and room is not None:  # a hub holding the reader again ignores it
                 await self._announce_departures(room, [reader_id])
 
     async def _announce_departures(self, room: str, reader_ids: list[str]) -> None:
@@ -932,22 +777,68 @@ class Hub:
                 return None
             raise Unavailable("presence store unavailable, try again") from exc
 
+    def _close_all(self) -> None:
+        """The synchronous half of ``shutdown``: from now on every connection is gone (a consumer
+        that the server cancels has nothing left to undo) and every local session ends now, with
+        its last position; the rooms are forgotten, so nothing re-claims them."""
+        if self._closing is not None:
+            return
+        self._closing = Closing(*self.members.close_all(self.now_ms(), events.SHUTDOWN))
+        self.ranked.clear()
+        self.outbox.rooms.clear()
+
     async def shutdown(self) -> None:
-        """Graceful stop: every local reader leaves, then this process's claims go at once."""
-        for conn in list(self.connections):
-            await self.unregister(conn, events.SHUTDOWN)
-        await asyncio.gather(*self._leaving, return_exceptions=True)  # consumers' own, in flight
-        with contextlib.suppress(Exception):
-            await self.store.release_all()
+        """Graceful stop, in a few store calls and database transactions whatever the number of
+        readers: the sessions end (``_close_all``), the loops stop (a heartbeat must not claim
+        again what goes next), the last positions are written, every claim of this process goes
+        at once, the other processes hear of the readers gone everywhere (one message per room),
+        and the sessions are written together. One leave per reader, as a tab's close does, took
+        25-38 s for 4,000 readers on Redis: each leave its own store calls and Redis connection
+        (docs/reliability.md, section 2)."""
+        self._close_all()
+        closing = self._closing
         await self.stop()
+        # Claims already on their way to the store land before everything is released.
+        await asyncio.gather(*self._in_order.pending(lambda key: key[0] != "events"), return_exceptions=True)
+        if closing.writes:
+            await self._store(self.store.update(closing.writes), quiet=True)
+        try:
+            gone = await self.store.release_all()
+        except Exception:
+            logger.warning("presence hub: claims not released; other processes reap them", exc_info=True)
+            gone = []
+        by_room: dict[str, set[str]] = {}
+        for room, rid in gone:
+            by_room.setdefault(room, set()).add(rid)
+        for room, rids in by_room.items():
+            await self._publish(room, [], rids)
+        # Together: the recorder writes whatever arrived while it wrote, in one transaction.
+        await asyncio.gather(*(self._emit_in_order(event) for event in closing.ended))  # each after its start
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Until every store call and session event decided so far is done: a `leave` frame's
+        session is written after the frame's handling (tests wait for it here; the shutdown too)."""
+        await asyncio.gather(*self._leaving, *self._in_order.pending(), return_exceptions=True)
 
 
-def newest(readers) -> list[dict]:
-    """The ``ROOM_STATE_READERS`` most recently updated reader objects, newest first. A `room`
-    frame lists no more readers than a `room_state` does: the widget draws a few dozen markers,
-    and frames of a crowded room would otherwise grow with its size, their cost with its square."""
-    return heapq.nlargest(app_settings.ROOM_STATE_READERS, readers, key=lambda r: (r["updated_at"], r["id"]))
+@dataclass(slots=True)
+class Closing:
+    """What a shutdown ends: the sessions' events and the positions not yet written."""
 
+    ended: list[events.ReaderLeft]
+    writes: list[tuple[str, Reader]]
+
+
+class _Done:
+    """Awaited, done at once: a decision that needed no store call."""
+
+    def __await__(self):
+        return
+        yield
+
+
+_DONE = _Done()
 
 SHUTDOWN_SECONDS = 10.0  # Daphne's own application_close_timeout
 

@@ -9,6 +9,15 @@ since earlier frames of the same room:
   trailing frame that merged several changes (the room is busy: two frames per tick, evenly
   spaced, make a change wait least on average).
 
+With several processes (``aligned``), a busy room's batches leave at the points of a half-tick
+grid of the wall clock, the same on every process, and its frames ``FAN_OUT_DELAY`` of a step
+later, with the other processes' batches of that point in. Paced each on its own, a batch and the
+receiving process's frame met at unrelated phases and a move made elsewhere waited for both
+(tests/test_pacing.py's two-process simulation, three seeds, 3 to 20 readers on each process:
+p50 of the moves made elsewhere 0.42-0.58 s, on the grid 0.32-0.34 s). The grid costs a tail: the
+first frame on it after an off-grid one may wait up to half a tick more (p99 of the local moves
+0.52-0.73 s before, 0.60-0.73 s on it), so one process alone keeps the plain spacing.
+
 A loaded process (its CPU share at ``BUSY_SHARE`` of a core or more, or its event loop
 ``LATE_SECONDS`` late to wake, until both are well under) goes back to one frame per room per
 tick, on the tick's grid, as the hub always did: every
@@ -38,7 +47,8 @@ SAMPLE_SECONDS = 0.5
 # processes sharing a saturated core each use only part of it.
 LATE_SECONDS = 0.1
 
-# A loaded process sends its frames this fraction of a tick after publishing its batches.
+# Frames on the grid leave this fraction of its step (a tick when loaded, half a tick in a busy
+# room) after its points, where the batches leave: time for the other processes' to arrive.
 FAN_OUT_DELAY = 0.1
 
 
@@ -55,9 +65,15 @@ class Pacing:
     """The rules above, with the CPU load they adapt to."""
 
     def __init__(
-        self, tick: float, window: float, clock: Callable[[], float], meter: Callable[[], float] | None = None
+        self,
+        tick: float,
+        window: float,
+        clock: Callable[[], float],
+        meter: Callable[[], float] | None = None,
+        aligned: bool = True,
     ):
         self.tick = tick
+        self.aligned = aligned  # busy rooms on the half-tick grid (several processes)
         self.shortest = min(window, tick)
         self.clock = clock
         self.meter = meter or CpuMeter()
@@ -84,18 +100,26 @@ class Pacing:
     def due(self, cadence: Cadence, since: float, batch: bool = False) -> float:
         """When the room's next frame (or ``batch``) may leave, for changes pending since ``since``
         (a time in the past: now)."""
+        return self._due(cadence, since, batch)[0]
+
+    def _due(self, cadence: Cadence, since: float, batch: bool) -> tuple[float, bool]:
+        """``due``, and whether it is a point of the grid (a busy room, or a loaded process)."""
         spacing = self.tick / 2 if cadence.busy else self.shortest
         earliest = max(cadence.last + spacing, cadence.before_last + self.tick)
-        if not self.loaded():
-            return earliest
-        offset = 0.0 if batch else FAN_OUT_DELAY * self.tick
-        return math.ceil((max(earliest, since) - offset) / self.tick) * self.tick + offset
+        step = self.tick if self.loaded() else self.tick / 2 if cadence.busy and self.aligned else None
+        if step is None:
+            return earliest, False
+        offset = 0.0 if batch else FAN_OUT_DELAY * step
+        return math.ceil(round((max(earliest, since) - offset) / step, 6)) * step + offset, True
 
-    def sent(self, cadence: Cadence, now: float, since: float, changes: int) -> None:
-        """Record a frame of ``changes`` changes sent at ``now``, the first pending since ``since``.
-        Changes that arrived before the room was due had to wait: that frame was a trailing one."""
-        cadence.busy = changes > 1 and since < self.due(cadence, since)
-        cadence.before_last, cadence.last = cadence.last, now
+    def sent(self, cadence: Cadence, now: float, since: float, changes: int, batch: bool = False) -> None:
+        """Record a frame (or ``batch``) of ``changes`` changes sent at ``now``, the first pending
+        since ``since``. Changes that arrived before the room was due had to wait: that frame was a
+        trailing one. A frame on the grid counts as sent at its point, however late the flush ran
+        after it: the next point stays in reach."""
+        due, on_grid = self._due(cadence, since, batch)
+        cadence.busy = changes > 1 and since < due
+        cadence.before_last, cadence.last = cadence.last, due if on_grid and due <= now else now
 
 
 class CpuMeter:

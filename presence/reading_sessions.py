@@ -7,12 +7,15 @@ deletes old history.
 
 A closing tab's beacon and its socket's close race, and may reach different server processes.
 So a final position goes two ways (``record_final_position``): into the reader's latest row of
-the room, for a leave already written, and into Django's cache (shared by the processes) for
-``FINAL_POSITION_TTL`` seconds, where a leave written later finds it (``afinal_position``).
+the room, for a leave already written, and into Django's cache (shared by the processes: check
+``presence.W008``) for ``FINAL_POSITION_TTL`` seconds, where a leave written later takes it
+(``afinal_position``): taken, not read, so that a later session of the reader in the room does not
+end with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
@@ -67,32 +70,75 @@ def write(rows: list[dict], dropped: list[dict]) -> None:
 def record_final_position(room: str, reader_id: str, position: float) -> bool:
     """A closing page's final position (the beacon's): kept for the leave still to come, and put
     into the reader's latest session of the room. True when a row was updated."""
-    _final_positions().set(_final_key(room, reader_id), position, FINAL_POSITION_TTL)
-    since = timezone.now() - SESSION_WINDOW
-    latest = ReadingSession.objects.filter(room=room, reader_id=reader_id, started_at__gte=since).order_by(
-        "-started_at"
-    )
-    row = latest.values_list("pk", flat=True).first()
+    # Into the cache first: a leave written while this runs takes it from there.
+    cache, key = _final_positions(), _final_key(room, reader_id)
+    cache.set(key, position, FINAL_POSITION_TTL)
+    now = timezone.now()
+    latest = ReadingSession.objects.filter(room=room, reader_id=reader_id, started_at__gte=now - SESSION_WINDOW)
+    row = latest.order_by("-started_at").values_list("pk", "ended_at").first()
     if row is None:
         return False
-    sessions = ReadingSession.objects.filter(pk=row)
+    pk, ended_at = row
+    sessions = ReadingSession.objects.filter(pk=pk)
     sessions.update(last_position=position)
     sessions.filter(Q(furthest_position__isnull=True) | Q(furthest_position__lt=position)).update(
         furthest_position=position
     )
+    if ended_at is not None and ended_at > now - timedelta(seconds=app_settings.MIN_SESSION_SECONDS):
+        # Its leave is written already, and no session begun since then is long enough to be kept:
+        # the position was this row's, and must not wait for the reader's next leave in the room.
+        cache.delete(key)
     return True
 
 
 def final_position(room: str, reader_id: str) -> float | None:
-    """The final position a beacon recorded in the last ``FINAL_POSITION_TTL`` seconds, if any."""
-    value = _final_positions().get(_final_key(room, reader_id))
-    return value if isinstance(value, float) else None
+    """The final position a beacon recorded in the last ``FINAL_POSITION_TTL`` seconds, if any,
+    taken out of the cache: it ends the one session it was sent for
+    (``tests/test_reading_sessions.py``)."""
+    key = _final_key(room, reader_id)
+    return _take([key]).get(key)
+
+
+def _take(keys: list[str]) -> dict[str, float]:
+    """Take these keys' positions out of the cache, in one read and one delete."""
+    cache = _final_positions()
+    found = cache.get_many(keys)
+    if found:
+        cache.delete_many(list(found))
+    return {key: value for key, value in found.items() if isinstance(value, float)}
 
 
 async def afinal_position(room: str, reader_id: str) -> float | None:
-    # Not ``cache.aget``: its thread-sensitive executor refused ("would deadlock") when thousands
-    # of readers left at once during a shutdown; the cache needs no particular thread.
-    return await sync_to_async(final_position, thread_sensitive=False)(room, reader_id)
+    """``final_position`` for the leave (``history``), which takes it once its row is built. The
+    leaves that ask in the same turn of the event loop share one cache read: a shutdown ends
+    thousands of sessions at once, and a read each took most of its time."""
+    loop = asyncio.get_running_loop()
+    waiting = _waiting.setdefault(loop, {})
+    if not waiting:  # the first to ask in this turn: the read runs once the others have asked too
+        loop.create_task(_take_waiting(loop))
+    taken = loop.create_future()
+    waiting.setdefault(_final_key(room, reader_id), []).append(taken)
+    return await taken
+
+
+# Per event loop: cache key -> the leaves waiting for its position.
+_waiting: dict[asyncio.AbstractEventLoop, dict[str, list[asyncio.Future]]] = {}
+
+
+async def _take_waiting(loop: asyncio.AbstractEventLoop) -> None:
+    waiting = _waiting.pop(loop, {})
+    try:
+        # Not ``cache.aget_many``: its thread-sensitive executor refused ("would deadlock") when
+        # thousands of readers left at once; the cache needs no particular thread.
+        found = await sync_to_async(_take, thread_sensitive=False)(list(waiting))
+    except Exception as exc:
+        for future in (f for futures in waiting.values() for f in futures if not f.done()):
+            future.set_exception(exc)
+        return
+    for key, futures in waiting.items():
+        for n, future in enumerate(futures):
+            if not future.done():  # done: its leave was cancelled meanwhile
+                future.set_result(found.get(key) if n == 0 else None)  # taken once
 
 
 def _final_key(room: str, reader_id: str) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ from django.utils.module_loading import import_string
 
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, Unavailable
+from presence.room_cache import MISS, RoomCache
 
 logger = logging.getLogger(__name__)
 
@@ -415,48 +414,27 @@ _fetch_async = database_sync_to_async(_fetch)
 
 # -- the cache ----------------------------------------------------------------------------------
 
-clock = time.monotonic
-_lock = threading.Lock()  # saves arrive on other threads than the event loop's lookups
-_cache: OrderedDict[str, tuple[float, RoomInfo | None, Any]] = OrderedDict()  # room -> (expiry, info, pk)
-_found: dict[tuple[str, Any], set[str]] = {}  # (kind, pk) -> rooms cached as that object: a save drops them
-_generation = 0  # bumped by every invalidation: a lookup that raced one is not cached
-_MISS = object()
+cache = RoomCache()  # this process's
 
 
 def cache_clear() -> None:
-    global _generation
-    with _lock:
-        _cache.clear()
-        _found.clear()
-        _generation += 1
+    cache.clear()
 
 
 def _cached(room: object) -> RoomInfo | None | object:
-    """The cached resolution of a well-formed room of a known kind, or ``_MISS``."""
+    """The cached resolution of a well-formed room of a known kind, or ``MISS``."""
     if not isinstance(room, str) or ROOM_RE.match(room) is None:
         raise InvalidRoom("room must look like '<kind>:<key>'")
     name = room.split(":", 1)[0]
     if name not in kinds():
         raise InvalidRoom(NO_SUCH_ROOM if name in _broken else "unknown room kind")
-    with _lock:
-        cached = _cache.get(room)
-        if cached is None or cached[0] <= clock():
-            return _MISS
-        _cache.move_to_end(room)
-        return cached[1]
+    return cache.get(room)
 
 
 def _remember(room: str, found: tuple[RoomInfo, Any] | None, generation: int) -> RoomInfo:
     info, pk = found if found else (None, None)
     seconds = app_settings.ROOM_CACHE_SECONDS if info else app_settings.ROOM_REFUSAL_SECONDS
-    with _lock:
-        if generation == _generation:
-            _drop(room)
-            _cache[room] = (clock() + seconds, info, pk)
-            if info is not None:
-                _found.setdefault((_kind_of(room), pk), set()).add(room)
-            while len(_cache) > app_settings.ROOM_CACHE_SIZE:
-                _drop(next(iter(_cache)))
+    cache.put(room, info, pk, seconds, app_settings.ROOM_CACHE_SIZE, generation)
     if info is None:
         raise InvalidRoom(NO_SUCH_ROOM)
     return info
@@ -466,8 +444,8 @@ async def resolve(room: object) -> RoomInfo:
     """The object a room names, from the cache when fresh; raises InvalidRoom, or Unavailable
     (nothing cached) while the database is unreachable: a join then gets a clean error frame."""
     info = _cached(room)
-    if info is _MISS:
-        generation = _generation
+    if info is MISS:
+        generation = cache.generation
         key = _key(room)
         try:
             found = None if key is None else await _fetch_async(room, *key)
@@ -483,8 +461,8 @@ def resolve_sync(room: object) -> RoomInfo:
     """``resolve`` for sync code (views, template tags): queries on the caller's own
     connection, which ``database_sync_to_async`` would close under a request's transaction."""
     info = _cached(room)
-    if info is _MISS:
-        generation = _generation
+    if info is MISS:
+        generation = cache.generation
         try:
             found = _find(room)
         except DatabaseError as exc:
@@ -498,47 +476,17 @@ def resolve_sync(room: object) -> RoomInfo:
 # -- invalidation: a save or delete is seen at once in this process ---------------------------
 
 
-def _kind_of(room: str) -> str:
-    return room.split(":", 1)[0]
-
-
-def _drop(room: str) -> None:
-    """Remove a cached entry and its index (under ``_lock``)."""
-    entry = _cache.pop(room, None)
-    if entry is not None and entry[1] is not None:
-        key = (_kind_of(room), entry[2])
-        rooms = _found.get(key)
-        if rooms is not None:
-            rooms.discard(room)
-            if not rooms:
-                del _found[key]
-
-
 def _forget(kinds_of: list[Kind], instance: models.Model) -> None:
     """Drop the cached entries an object's save or delete may have changed: its room now (a refusal,
-    e.g. before it was created or published) and any room that resolved to it (a renamed slug)."""
-    global _generation
-    with _lock:
-        _generation += 1
-        for kind in kinds_of:
-            stale = set(_found.get((kind.name, instance.pk), ()))
-            key = kind.key_of(instance)
-            if key is not None:
-                stale.add(f"{kind.name}:{key}")
-            else:  # the key field was deferred: any refusal of the kind may have been this object
-                stale.update(room for room, (_, info, _) in _cache.items()
-                             if info is None and _kind_of(room) == kind.name)
-            for room in stale:
-                _drop(room)
+    e.g. before it was created or published) and any room that resolved to it (a renamed slug).
+    The key field deferred: any refusal of the kind may have been this object."""
+    for kind in kinds_of:
+        key = kind.key_of(instance)
+        cache.forget_object(kind.name, instance.pk, None if key is None else f"{kind.name}:{key}")
 
 
 def _forget_kinds_entries(kinds_of: list[Kind]) -> None:
-    global _generation
-    names = {kind.name for kind in kinds_of}
-    with _lock:
-        _generation += 1
-        for room in [room for room in _cache if _kind_of(room) in names]:
-            _drop(room)
+    cache.forget_kinds(kind.name for kind in kinds_of)
 
 
 def _view_restriction() -> type[models.Model] | None:

@@ -251,13 +251,34 @@ async def hub(store_factory, clock):
 
     rooms.cache_clear()
     history.recorder.reset()
-    hub = Hub(store=store_factory("test-proc-a"), autotick=False)
-    hub.clock = clock
+    hub = Hub(store=store_factory("test-proc-a"), autotick=False, clock=clock)
     set_hub(hub)
     yield hub
+    await hub.settled()  # sessions ended by `leave` frames are written before the database is flushed
     await hub.stop()
     set_hub(None)
     rooms.cache_clear()
+
+
+@pytest.fixture
+async def hubs(store_factory, clock):
+    """Two hubs (two server processes) sharing one store and one channel layer, on the test's clock."""
+    from presence import rooms
+    from presence.hub import Hub
+    from presence.pacing import Pacing
+
+    rooms.cache_clear()
+    made = []
+    for name in ("proc-a", "proc-b"):
+        # The machine's CPU use is left out of the pacing: its window stays the shortest.
+        pacing = Pacing(1.0, 0.1, clock, meter=lambda: 0.0)
+        hub = Hub(store=store_factory(name), autotick=False, pacing=pacing, clock=clock)
+        made.append(hub)
+        await hub.start()
+    yield made
+    for hub in made:
+        await hub.settled()
+        await hub.stop()
 
 
 @pytest.fixture

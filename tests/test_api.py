@@ -506,7 +506,7 @@ def test_anonymous_clients_are_throttled_over_the_public_endpoints(client, user_
         from rest_framework.request import Request as DRFRequest
         from rest_framework.test import APIRequestFactory
 
-        from presence.api import PresenceAnonThrottle
+        from presence.throttling import PresenceAnonThrottle
 
         assert cache.get("throttle_presence_127.0.0.1") is None
         ident = PresenceAnonThrottle().get_ident(DRFRequest(APIRequestFactory().get("/", REMOTE_ADDR="127.0.0.1")))

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from presence import identity, reading_sessions
-from presence.models import ReadingSession
+from presence.models import EndReason, ReadingSession
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 
@@ -70,11 +70,28 @@ def test_kept_in_the_cache_when_the_row_is_not_written_yet(client, article):
     reader = identity.reader_id(identity.for_session(SESSION), room)
     session_row(room, reader, started_at=timezone.now() - timedelta(days=2))  # too old to be "this" session
     assert post(client, {"session": SESSION, "room": room, "position": 1}).status_code == 204
-    assert reading_sessions.final_position(room, reader) == 1.0
-    assert async_to_sync(reading_sessions.afinal_position)(room, reader) == 1.0
     assert reading_sessions.final_position(room, "someone-else") is None
+    assert async_to_sync(reading_sessions.afinal_position)(room, reader) == 1.0
+    assert reading_sessions.final_position(room, reader) is None  # taken by the leave that used it
     assert ReadingSession.objects.get().last_position == 0.5
 
+
+
+def test_an_earlier_visits_closed_row_does_not_keep_it_from_this_visits_leave(client, article):
+    """The latest row closed a minute ago: this beacon may be a visit's whose row is not written yet."""
+    room = f"article:{article.pk}"
+    reader = identity.reader_id(identity.for_session(SESSION), room)
+    now = timezone.now()
+    session_row(room, reader, ended_at=now - timedelta(minutes=1), end_reason=EndReason.LEFT)
+    assert post(client, {"session": SESSION, "room": room, "position": 0.7}).status_code == 204
+    assert reading_sessions.final_position(room, reader) == 0.7
+
+    # Closed a moment ago: its leave was written first, the position was its own and waits for no leave.
+    session_row(room, reader, started_at=now - timedelta(seconds=40), ended_at=now - timedelta(seconds=1),
+                end_reason=EndReason.CLOSED)
+    assert post(client, {"session": SESSION, "room": room, "position": 0.8}).status_code == 204
+    assert ReadingSession.objects.order_by("-started_at").first().last_position == 0.8
+    assert reading_sessions.final_position(room, reader) is None
 
 def test_signed_in_user_is_the_identity(client, article, django_user_model):
     user = django_user_model.objects.create_user("bea", password="pw")

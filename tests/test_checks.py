@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from channels.routing import ProtocolTypeRouter, URLRouter
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.core.asgi import get_asgi_application
 from django.core.checks import run_checks
 from django.http import HttpResponse
@@ -18,6 +19,7 @@ from presence.layers import redis_channel_layers
 REDIS_LAYER = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {}}}
 MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 REDIS = "redis://127.0.0.1:6379/0"
+REDIS_CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS}}
 
 
 def presence_messages() -> dict:
@@ -42,7 +44,9 @@ def test_no_warning_in_development():
     assert presence_warnings() == set()
 
 
-@override_settings(DEBUG=False, PRESENCE_REDIS_URL=REDIS, CHANNEL_LAYERS=redis_channel_layers(REDIS))
+@override_settings(
+    DEBUG=False, PRESENCE_REDIS_URL=REDIS, CHANNEL_LAYERS=redis_channel_layers(REDIS), CACHES=REDIS_CACHES
+)
 def test_no_warning_with_redis():
     assert presence_warnings() == set()
 
@@ -57,6 +61,53 @@ def test_a_redis_layer_with_the_in_memory_store_warns_with_debug_on_too():
     assert "counts only its own readers" in messages["presence.W003"].msg
     assert "PRESENCE_REDIS_URL = REDIS_URL" in messages["presence.W003"].hint
     assert_one_line_fix(messages["presence.W003"])
+
+
+def caches(backend: str | None) -> dict:
+    """``CACHES`` with this default backend; None: not set at all (Django's default, LocMemCache)."""
+    if backend is None:
+        return global_settings.CACHES
+    location = {"redis.RedisCache": REDIS, "db.DatabaseCache": "presence_cache"}.get(backend, "")
+    return {"default": {"BACKEND": f"django.core.cache.backends.{backend}", "LOCATION": location}}
+
+
+@pytest.mark.parametrize(
+    ("backend", "warned"),
+    [
+        (None, True),
+        ("locmem.LocMemCache", True),
+        ("dummy.DummyCache", True),
+        ("redis.RedisCache", False),
+        ("db.DatabaseCache", False),
+    ],
+)
+def test_several_processes_need_a_shared_cache_for_the_beacon(backend, warned):
+    """The beacon's final position waits in the cache for a socket's leave on any process."""
+    several = [
+        {"PRESENCE_REDIS_URL": REDIS, "CHANNEL_LAYERS": redis_channel_layers(REDIS)},
+        {"PRESENCE_STORE": "presence.store.redis.RedisStore", "PRESENCE_REDIS_URL": REDIS},
+        {"PRESENCE_REDIS_URL": None, "CHANNEL_LAYERS": redis_channel_layers(REDIS)},  # W003 too
+    ]
+    for processes in several:
+        with override_settings(DEBUG=False, CACHES=caches(backend), **processes):
+            messages = presence_messages()
+        assert ("presence.W008" in messages) is warned, (backend, processes)
+    if warned:
+        message = messages["presence.W008"]
+        assert f"({backend.rsplit('.', 1)[-1] if backend else 'LocMemCache'}) is per process" in message.msg
+        assert "final reading position is lost" in message.msg
+        assert 'CACHES["default"]' in message.hint and "RedisCache" in message.hint
+        assert_one_line_fix(message)
+
+
+def test_one_process_or_development_needs_no_shared_cache():
+    # One process: the in-memory store and layer (W001/W002 say what to change for several).
+    with override_settings(DEBUG=False, PRESENCE_REDIS_URL=None, CHANNEL_LAYERS=MEMORY_LAYER, CACHES=caches(None)):
+        assert presence_warnings() == {"presence.W001", "presence.W002"}
+    # Development runs one process, whatever its backends.
+    with override_settings(DEBUG=True, PRESENCE_REDIS_URL=REDIS, CHANNEL_LAYERS=redis_channel_layers(REDIS),
+                           CACHES=caches(None)):
+        assert presence_warnings() == set()
 
 
 # As the Channels documentation writes it: redis-py 8 then times reads out after 5 s.

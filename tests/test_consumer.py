@@ -894,6 +894,7 @@ async def test_end_reasons(ws, article, hub, clock, recorded_events, how):
         await client.send_json_to({"type": "leave", "room": room})
         await client.send_json_to({"type": "ping"})
         await client.receive_json_from()
+        await hub.settled()  # the session ends after the frame is handled
     elif how == "close":
         await client.disconnect()
     else:
@@ -915,3 +916,33 @@ async def test_server_shutdown_ends_sessions_as_shutdown(ws, article, recorded_e
     (left,) = [e for e in recorded_events if isinstance(e, events.ReaderLeft)]
     assert left.reason == events.SHUTDOWN
 
+
+
+async def test_frames_go_out_past_the_session_middlewares_send(hub, article, monkeypatch):
+    """Channels' session middleware wraps ``send`` and inspects the session on every message; the
+    consumer's frames (replies and the hub's fan-out) use the server's own ``send`` instead. The
+    handshake's messages still pass through the middleware (a session cookie could ride on them)."""
+    from channels.sessions import InstanceSessionWrapper
+
+    from presence.routing import websocket_application
+
+    seen: list[str] = []
+    wrapped = InstanceSessionWrapper.send
+
+    async def send(self, message):
+        seen.append(message["type"])
+        return await wrapped(self, message)
+
+    monkeypatch.setattr(InstanceSessionWrapper, "send", send)
+    room = f"article:{article.pk}"
+    client = PatientCommunicator(websocket_application(), "/ws/presence/?session=rawsendread",
+                                 headers=[(b"origin", b"http://localhost")])
+    assert (await client.connect())[0]
+    assert (await client.receive_json_from())["type"] == "hello"
+    await client.send_json_to({"type": "join", "room": room})
+    assert (await client.receive_json_from())["type"] == "room_state"
+    await client.send_json_to({"type": "progress", "room": room, "position": 0.5})
+    await hub.tick()
+    assert (await client.receive_json_from())["type"] == "room"
+    await client.disconnect()
+    assert seen == ["websocket.accept"]

@@ -25,7 +25,8 @@ from django.test import override_settings
 
 from presence import addresses, protocol, rooms
 from presence.conf import app_settings
-from presence.hub import Hub, TooManyConnections
+from presence.connections import TooManyConnections
+from presence.hub import Hub
 from presence.routing import websocket_application
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -114,11 +115,11 @@ async def test_made_up_room_names_never_create_state(ws, hub, articles, request,
         except Exception as exc:  # noqa: BLE001 - counted below
             assert exc.__class__.__name__ == "InvalidRoom", exc
             refused += 1
-        assert len(rooms._cache) <= app_settings.ROOM_CACHE_SIZE
+        assert len(rooms.cache) <= app_settings.ROOM_CACHE_SIZE
     assert refused == len(names) - THROUGH_THE_CONSUMER
     await hub.unregister(conn, "closed")
 
-    assert len(rooms._cache) == app_settings.ROOM_CACHE_SIZE == ROOM_CACHE_SIZE  # it filled, and stayed at its bound
+    assert len(rooms.cache) == app_settings.ROOM_CACHE_SIZE == ROOM_CACHE_SIZE  # it filled, and stayed at its bound
     assert (await store_size(hub, request), await hub.store.ranking(100), await hub.store.online()) == before
     assert set(hub.rooms) == hub_rooms_before == {real}
     await flooder.send_json_to({"type": "ping"})
@@ -221,9 +222,7 @@ async def test_identify_as_a_reader_the_address_has_no_room_for_closes_4029(hub,
 
 async def test_the_caps_are_site_wide_not_per_process(store_factory, clock):
     """Two hubs (two server processes) on one store: an address holds the caps across both."""
-    hubs = [Hub(store=store_factory(f"cap-proc-{n}"), autotick=False) for n in range(2)]
-    for hub_ in hubs:
-        hub_.clock = clock
+    hubs = [Hub(store=store_factory(f"cap-proc-{n}"), autotick=False, clock=clock) for n in range(2)]
     try:
         with override_settings(PRESENCE_MAX_READERS_PER_IP=3, PRESENCE_MAX_CONNECTIONS_PER_IP=4):
             admitted = []

@@ -169,8 +169,7 @@ async def open_client(app, session):
 
 async def storm(store, room, batch, tokens, seen):
     clock = FakeClock()
-    hub = Hub(store=store, layer_alias="presence-consumers-use-the-hub", autotick=False)
-    hub.clock = clock
+    hub = Hub(store=store, layer_alias="presence-consumers-use-the-hub", autotick=False, clock=clock)
     set_hub(hub)
     app = websocket_application()
     good = await open_client(app, GOOD_SESSION)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from datetime import timedelta
 
 import pytest
@@ -53,6 +54,7 @@ async def test_a_session_is_written_with_server_clock_duration_for_every_end(ws,
     if how == "leave":
         await client.send_json_to({"type": "leave", "room": room})
         await settle(client)
+        await hub.settled()  # the session is written after the frame is handled
     elif how == "close":
         await client.disconnect()
     elif how == "timeout":
@@ -91,6 +93,7 @@ async def test_a_client_clock_hours_off_changes_nothing(ws, hub, clock, article)
         await settle(client)
     await client.send_json_to({"type": "leave", "room": room})
     await settle(client)
+    await hub.settled()
     (row,) = await sessions()
     assert row.duration_seconds == pytest.approx(30, abs=0.01)
     state_times = [r.updated_at for r in (await hub.store.room_state(room)).readers]
@@ -214,12 +217,17 @@ class Outage:
     def __init__(self, monkeypatch):
         self.attempts = 0
         self.down = True
+        self.writing = threading.Event()  # set while a write after the outage is under way
+        self.release = threading.Event()  # cleared to hold such a write until set
+        self.release.set()
         real = reading_sessions.write
 
         def write(rows, dropped):
             self.attempts += 1
             if self.down:
                 raise OperationalError("connection refused (test outage)")
+            self.writing.set()
+            self.release.wait(5)
             real(rows, dropped)
 
         monkeypatch.setattr(reading_sessions, "write", write)
@@ -236,6 +244,31 @@ async def until(condition, timeout: float = 5.0) -> None:  # noqa: ASYNC109
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
         await asyncio.sleep(0.02)
+
+
+async def test_a_leave_does_not_hold_up_the_next_article_while_its_session_is_written(ws, hub, clock, articles):
+    """HTMX navigation: `leave` the article, `join` the next one. The next article's state must
+    not wait for the previous session's database write (seconds on a busy SQLite)."""
+    first, second = (f"article:{article.pk}" for article in articles[:2])
+    writing = asyncio.Event()
+
+    async def slow_database(sender, event, **kwargs):
+        await writing.wait()
+
+    events.reader_left.connect(slow_database, weak=False)
+    try:
+        client = await reader_in(ws, first, "navigating01")
+        clock.advance(30)
+        await client.send_json_to({"type": "leave", "room": first})
+        await client.send_json_to({"type": "join", "room": second})
+        state = await client.receive_json_from()
+        assert (state["type"], state["room"]) == ("room_state", second)
+    finally:
+        writing.set()
+        events.reader_left.disconnect(slow_database)
+    await hub.settled()
+    (row,) = await sessions()
+    assert row.room == first and row.end_reason == EndReason.LEFT
 
 
 async def test_sessions_wait_while_the_database_is_down_and_land_without_another_event(
@@ -277,6 +310,21 @@ async def test_a_full_backlog_logs_what_it_loses_with_a_count(ws, clock, article
         await until(lambda: history.recorder.backlog == 0)
     rows = await sessions()  # the newest two are kept
     assert {r.reader_id for r in rows} == {identity.reader_id(f"anon:overflowread{n}", room) for n in (3, 4)}
+
+
+async def test_sessions_in_the_write_under_way_still_count_as_not_written(ws, clock, article, monkeypatch):
+    room = f"article:{article.pk}"
+    outage = Outage(monkeypatch)
+    client = await reader_in(ws, room, "inflightread")
+    clock.advance(20)
+    await client.disconnect()
+    outage.release.clear()
+    outage.end()
+    await until(outage.writing.is_set)  # the retry has taken the session and is writing it
+    assert history.recorder.backlog == 1  # (the database cannot be read meanwhile: one sync thread)
+    outage.release.set()
+    await until(lambda: history.recorder.backlog == 0)
+    assert len(await sessions()) == 1
 
 
 async def test_a_title_unknown_during_the_outage_is_looked_up_when_written(ws, clock, article, monkeypatch):

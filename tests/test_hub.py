@@ -4,7 +4,6 @@ and one channel layer. (Real processes: test_processes.py.)"""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from presence import events, identity
 from presence.hub import Hub
 from presence.pacing import Pacing
 from presence.store.memory import MemoryStore
+from tests.support.hubs import Client, connect, deliver, tick_all
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -21,62 +21,6 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 def rid(conn, room: str) -> str:
     """A connection's reader id in a room, as the room's readers see it (protocol 1.1)."""
     return identity.reader_id(conn.identity, room)
-
-
-class Client:
-    """What the hub sees of a WebSocket: a send and a close, recorded."""
-
-    def __init__(self):
-        self.frames: list[dict] = []
-        self.closed: int | None = None
-
-    async def send(self, text: str) -> None:
-        self.frames.append(json.loads(text))
-
-    async def close(self, code: int) -> None:
-        self.closed = code
-
-    def take(self, kind: str) -> list[dict]:
-        found = [f for f in self.frames if f["type"] == kind]
-        self.frames = [f for f in self.frames if f["type"] != kind]
-        return found
-
-
-async def deliver() -> None:
-    """Let the hubs' channel-layer receive loops run (no time passes)."""
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-async def hubs(store_factory, clock):
-    from presence import rooms
-
-    rooms.cache_clear()
-    made = []
-    for name in ("proc-a", "proc-b"):
-        # The machine's CPU use is left out of the pacing: its window stays the shortest.
-        hub = Hub(store=store_factory(name), autotick=False, pacing=Pacing(1.0, 0.1, clock, meter=lambda: 0.0))
-        hub.clock = clock
-        made.append(hub)
-        await hub.start()
-    yield made
-    for hub in made:
-        await hub.stop()
-
-
-async def connect(hub: Hub, who: str) -> tuple[Client, object]:
-    client = Client()
-    conn, _ = await hub.register(who, client.send, client.close)
-    return client, conn
-
-
-async def tick_all(hubs) -> None:
-    for hub in hubs:
-        await hub.tick()
-    await deliver()
-    for hub in hubs:
-        await hub.tick()
 
 
 async def test_counts_agree_across_processes(hubs, article):
@@ -129,40 +73,41 @@ async def quiet_room(hubs, article, clock):
     return room, writer, ca, cb
 
 
-async def test_a_move_in_a_quiet_room_reaches_both_processes_at_once(hubs, article, clock):
-    """No tick between the move and the frames: the writer's process sends at once (the leading
-    edge) and so does the other process when the batch arrives."""
+async def flush_across(hubs) -> None:
+    """What goes out without a tick: the first process flushes, its batch reaches the second,
+    which flushes in turn."""
     a, b = hubs
-    room, writer, ca, cb = await quiet_room(hubs, article, clock)
-    a.progress(writer, room, 0.6, None)
     await a.flush()
     await deliver()
     await b.flush()
+
+
+async def test_a_move_in_a_quiet_room_reaches_both_processes_at_once(hubs, article, clock):
+    """No tick between the move and the frames: the writer's process sends at once (the leading
+    edge) and so does the other process when the batch arrives."""
+    a, _ = hubs
+    room, writer, ca, cb = await quiet_room(hubs, article, clock)
+    a.progress(writer, room, 0.6, None)
+    await flush_across(hubs)
     for client in (ca, cb):
         (frame,) = client.take("room")
         assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.6)]
 
 
 async def test_moves_right_after_a_frame_wait_for_the_window_and_go_together(hubs, article, clock):
-    a, b = hubs
+    a, _ = hubs
     room, writer, ca, cb = await quiet_room(hubs, article, clock)
     a.progress(writer, room, 0.2, None)
-    await a.flush()
-    await deliver()
-    await b.flush()
+    await flush_across(hubs)
     assert len(cb.take("room")) == 1
     clock.advance(0.03)
     a.progress(writer, room, 0.3, None)
     clock.advance(0.03)
     a.progress(writer, room, 0.4, None)
-    for hub in hubs:
-        await hub.flush()
-    await deliver()
+    await flush_across(hubs)
     assert cb.take("room") == []  # held: within the window after the last frame
     clock.advance(0.05)
-    await a.flush()
-    await deliver()
-    await b.flush()
+    await flush_across(hubs)
     (frame,) = cb.take("room")
     assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.4)]
 
@@ -213,8 +158,7 @@ async def test_a_small_room_frame_lists_every_change_without_a_histogram(hubs, a
 async def test_a_reader_leaving_during_a_heartbeat_is_not_claimed_again_by_it(store_factory, article, clock):
     """The heartbeat re-asserts the claims it read before its call; a reader who leaves while the
     call is on its way (its release done first) must not stay claimed: no phantom reader."""
-    hub = Hub(store=store_factory("proc-a"), autotick=False)
-    hub.clock = clock
+    hub = Hub(store=store_factory("proc-a"), autotick=False, clock=clock)
     await hub.start()
     room = f"article:{article.pk}"
     _, conn = await connect(hub, "anon:leaving-reader")
@@ -344,8 +288,7 @@ class FlakyStore(MemoryStore):
 
 async def test_releases_that_failed_during_an_outage_are_retried(article, clock):
     store = FlakyStore("proc-flaky")
-    hub = Hub(store=store, autotick=False)
-    hub.clock = clock
+    hub = Hub(store=store, autotick=False, clock=clock)
     await hub.start()
     room = f"article:{article.pk}"
     cw, watcher = await connect(hub, "anon:watcher")

@@ -28,8 +28,7 @@ async def hub(clock):
     from presence.store.memory import MemoryStore
 
     rooms.cache_clear()
-    made = Hub(store=MemoryStore("identity-test"), autotick=False)
-    made.clock = clock
+    made = Hub(store=MemoryStore("identity-test"), autotick=False, clock=clock)
     set_hub(made)
     yield made
     await made.stop()

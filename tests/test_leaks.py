@@ -171,6 +171,8 @@ async def test_a_scripted_session_leaks_no_identity_anywhere(hub, articles, make
     for who in ("bob", "anon", "tab"):
         await clients[who].send_json_to({"type": "ping"})
     await read_all()
+    for who in ("bob", "anon", "tab"):  # their sessions written now, not while the test database is flushed
+        await clients[who].disconnect()
 
     frames = [json.loads(text) for text in seen]
     assert {f["type"] for f in frames} >= {"hello", "room_state", "room", "pong", "error", "online"}

@@ -28,6 +28,7 @@ import presence.store
 from presence import live, rooms
 from presence.conf import app_settings
 from presence.errors import InvalidRoom
+from presence.room_cache import RoomCache
 from presence.store.base import Reader
 from presence.store.memory import MemoryStore
 from presence.templatetags.presence import room_of
@@ -265,7 +266,7 @@ def test_refusals_expire_after_a_few_seconds(future_article, monkeypatch):
     """A publication in another process (an ``update()`` sends no signal here) is seen within
     ``PRESENCE_ROOM_REFUSAL_SECONDS``."""
     now = [1000.0]
-    monkeypatch.setattr(rooms, "clock", lambda: now[0])
+    monkeypatch.setattr(rooms, "cache", RoomCache(clock=lambda: now[0]))
     room = f"article:{future_article.pk}"
     assert refused(room)
     type(future_article).objects.filter(pk=future_article.pk).update(published_at=timezone.now())
@@ -440,7 +441,7 @@ def test_saves_are_seen_through_evictions_of_the_bounded_cache(articles):
     with override_settings(PRESENCE_ROOM_CACHE_SIZE=2):
         for article in (articles[0], articles[1], articles[2], articles[0]):  # the first is evicted, then back
             rooms.resolve_sync(f"article:{article.pk}")
-        assert len(rooms._cache) == 2
+        assert len(rooms.cache) == 2
         room = f"article:{articles[0].pk}"
         articles[0].delete()
         assert refused(room)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import signal
-import subprocess
 import sys
 import time
 
@@ -17,8 +16,7 @@ import pytest
 
 from presence.lifespan import lifespan_application
 from tests.conftest import CI
-from tests.support.ports import free_port
-from tests.support.servers import APPLICATION, ROOT, Client, DaphneServer, migrate_database, server_env
+from tests.support.servers import APPLICATION, Client, DaphneServer, ServerProcess, migrate_database, server_env
 
 GRACEFUL_DEADLINE = 5.0  # as in test_processes: a graceful stop releases at once, well before reaping
 
@@ -89,46 +87,21 @@ async def test_lifespan_shutdown_without_a_hub_creates_none():
 # -- a real uvicorn process --------------------------------------------------------------
 
 
-class UvicornServer(DaphneServer):
+class UvicornServer(ServerProcess):
     """``python -m uvicorn presence_site.asgi:application --lifespan on`` on a free loopback port.
 
     ``--lifespan on``: uvicorn exits at startup if the application refuses lifespan events,
     rather than going on without them ("auto").
     """
 
-    def start(self) -> UvicornServer:
-        for _attempt in range(3):
-            self.port = free_port()
-            command = [
-                sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
-                "--lifespan", "on", "--log-level", "info", APPLICATION,
-            ]
-            self.proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            if self._wait_ready(f"Uvicorn running on http://127.0.0.1:{self.port}"):
-                return self
-            if "address already in use" not in self.output.lower():
-                break
-        output = self.output
-        self.stop()
-        raise RuntimeError(f"{self.name} did not listen on 127.0.0.1:{self.port}; its output:\n{output}")
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
+            "--lifespan", "on", "--log-level", "info", APPLICATION,
+        ]
 
-    def _wait_ready(self, line: str) -> bool:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if line in self.output:
-                return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
+    def ready(self) -> bool:
+        return f"Uvicorn running on http://127.0.0.1:{self.port}" in self.output
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,10 @@ def bucket(position: float | None) -> int:
 class Store(ABC):
     """One process's view of the shared presence state. All methods are coroutines."""
 
+    # Whether several server processes share it (their hubs then pace busy rooms on one grid:
+    # presence.pacing); the in-memory store serves one process.
+    spans_processes = True
+
     def __init__(self, proc: str):
         self.proc = proc
 
@@ -131,8 +135,9 @@ class Store(ABC):
         its address claims become exactly these (None leaves them alone)."""
 
     @abstractmethod
-    async def release_all(self) -> None:
-        """Graceful shutdown: drop every claim of this process at once."""
+    async def release_all(self) -> list[tuple[str, str]]:
+        """Graceful shutdown: drop every claim of this process at once. Returns the (room, reader
+        id) pairs nobody holds any more (the other processes' readers are told they left)."""
 
     async def close(self) -> None:  # noqa: B027 - optional: only networked backends need it
         """Release connections to the backend."""

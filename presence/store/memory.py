@@ -33,6 +33,8 @@ class MemoryState:
 
 
 class MemoryStore(Store):
+    spans_processes = False
+
     def __init__(self, proc: str, state: MemoryState | None = None, **options: object):
         super().__init__(proc)
         self.state = state if state is not None else MemoryState()
@@ -193,5 +195,5 @@ class MemoryStore(Store):
                 gone.extend(self._reap(proc))
         return gone
 
-    async def release_all(self) -> None:
-        self._reap(self.proc)
+    async def release_all(self) -> list[tuple[str, str]]:
+        return self._reap(self.proc)

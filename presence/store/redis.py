@@ -816,8 +816,8 @@ class RedisStore(Store):
         logger.info("presence store: reaping silent processes %s", silent)
         return await self._reap(silent, cutoff)
 
-    async def release_all(self) -> None:
-        await self._reap([self.proc], "")
+    async def release_all(self) -> list[tuple[str, str]]:
+        return await self._reap([self.proc], "")
 
     async def _reap(self, procs: list[str], cutoff: str) -> list[tuple[str, str]]:
         """Drop every claim of ``procs`` room by room, then their online claims; with a

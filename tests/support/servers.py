@@ -1,4 +1,4 @@
-"""Helpers that run real servers for tests: Daphne processes on loopback ports, and a WebSocket client.
+"""Helpers that run real servers for tests: server processes on loopback ports, and a WebSocket client.
 
 Not tests. ``tests/test_processes.py`` uses them to check what only real processes show:
 counts shared through Redis, a killed process being reaped, a graceful stop, idle sockets.
@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import websockets
 
@@ -72,62 +73,71 @@ def migrate_database(directory: Path, redis_url: str) -> tuple[str, list[int]]:
     return url, pks
 
 
-class DaphneServer:
-    """``.venv/bin/daphne presence_site.asgi:application`` on a free loopback port, as a context manager.
+class ServerProcess:
+    """A server on a free loopback port, as a context manager; subclasses say what runs
+    (``command``) and when it is up (``ready``). ``bench/servers.py`` starts its servers with it too.
 
     Leaving the context (or ``stop()``) terminates it, then kills it if it lingers: it never
     outlives the test. Its output goes to a log file, shown when it fails to start.
     """
 
-    def __init__(self, env: dict[str, str], name: str = "daphne", start_timeout: float = 20.0, args: tuple = ()):
+    stop_timeout = 5.0  # for a graceful stop, before SIGKILL
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec
+
+    def __init__(self, env: dict[str, str], name: str, start_timeout: float = 20.0):
         self.env = env
         self.name = name
-        self.args = tuple(args)  # more Daphne options, e.g. ("--proxy-headers",)
         self.start_timeout = start_timeout
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile(prefix=f"presence-{name}-", suffix=".log", delete=False)
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/presence/"
 
     @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def output(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
 
-    def start(self) -> DaphneServer:
+    def start(self) -> Self:
         for _attempt in range(3):  # a free port may be taken between probing and binding it
             self.port = free_port()
-            command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), *self.args, APPLICATION]
             self.proc = subprocess.Popen(
-                command,
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=self.preexec_fn,
             )
-            if self._wait_listening():
+            if self._wait_ready():
                 return self
-            if "Address already in use" not in self.output:
+            if "address already in use" not in self.output.lower():
                 break
         output = self.output
         self.stop()
         raise RuntimeError(f"{self.name} did not listen on 127.0.0.1:{self.port}; its output:\n{output}")
 
-    def _wait_listening(self) -> bool:
-        """Wait for Daphne's "Listening on" log line rather than probing the port: a probe leaves
-        Daphne a connection without an application for a second, during which its SIGTERM
-        handler (``kill_all_applications``) fails with KeyError and cancels no application."""
-        ready = f"Listening on TCP address 127.0.0.1:{self.port}"
+    def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if ready in self.output:
-                return True
             if self.proc.poll() is not None:
-                return False
+                return False  # before ``ready``: another server may answer on a port this one lost
+            if self.ready():
+                return True
             time.sleep(0.05)
         return False
 
@@ -157,7 +167,7 @@ class DaphneServer:
         if self.running:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(5)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 pass
         if self.running:
@@ -171,7 +181,7 @@ class DaphneServer:
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
 
-    def __enter__(self) -> DaphneServer:
+    def __enter__(self) -> Self:
         if self.proc is None:
             try:
                 self.start()
@@ -182,6 +192,23 @@ class DaphneServer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class DaphneServer(ServerProcess):
+    """``.venv/bin/daphne presence_site.asgi:application`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], name: str = "daphne", start_timeout: float = 20.0, args: tuple = ()):
+        super().__init__(env, name, start_timeout)
+        self.args = tuple(args)  # more Daphne options, e.g. ("--proxy-headers",)
+
+    def command(self) -> list[str]:
+        return [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), *self.args, APPLICATION]
+
+    def ready(self) -> bool:
+        """Daphne's "Listening on" log line rather than a probe of the port: a probe leaves
+        Daphne a connection without an application for a second, during which its SIGTERM
+        handler (``kill_all_applications``) fails with KeyError and cancels no application."""
+        return f"Listening on TCP address 127.0.0.1:{self.port}" in self.output
 
 
 # -- a WebSocket client ------------------------------------------------------------------

@@ -107,3 +107,5 @@ if REDIS_URL:
     REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "hostblog")
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{REDIS_PREFIX}-layer"
     PRESENCE_REDIS_PREFIX = REDIS_PREFIX
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": REDIS_PREFIX}}
