@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 
-from presence import addresses, events, identity, protocol, rooms
+from presence import addresses, events, identity, live, protocol, rooms
 from presence.conf import app_settings
 from presence.connections import Admission, Connection, TooManyConnections
-from presence.errors import InvalidRoom, TooManyRooms, Unavailable
+from presence.errors import TooManyRooms, Unavailable
 from presence.local_rooms import LocalRoom
 from presence.membership import (
     Changed,
@@ -42,6 +42,7 @@ from presence.membership import (
 )
 from presence.outbox import Frame, Outbox
 from presence.pacing import Pacing
+from presence.ranking_feed import RankingFeed
 from presence.ratelimit import FrameLimiter
 from presence.sequencer import Sequencer
 from presence.store import Reader, RoomState, Store, get_store, process_id
@@ -57,7 +58,6 @@ ONLINE_POLL = 0.25
 
 # The live ranking asks the store for this many rooms more than the largest subscription wants:
 # rooms that no longer resolve (drafts, deleted objects) are left out, and the rest still fill it.
-RANKING_SLACK = 10
 
 
 def ms(seconds: float) -> int:
@@ -106,7 +106,7 @@ class Hub:
         # (address key, site reader id) -> connections of this process counted by ``admit``.
         self.admitted: dict[tuple[str, str], int] = {}
         # Live ranking subscriptions (docs/protocol.md, "Live ranking"): connection -> (limit, last sent).
-        self.ranked: dict[Connection, tuple[int, list[dict]]] = {}
+        self.ranking_feed = RankingFeed()
         self._next_ranking = 0.0
 
     def now_ms(self) -> int:
@@ -323,7 +323,7 @@ class Hub:
         its sessions ended, if not now (a silent connection ended when last heard from)."""
         effects = self.members.close(conn, reason, at_ms or self.now_ms())
         if effects is not None:
-            self.ranked.pop(conn, None)
+            self.ranking_feed.drop(conn)
             released = self._perform(effects, until_written=True)
             conn.leaving = asyncio.ensure_future(self._dismiss_after(conn.admission, released))
             self._leaving.add(conn.leaving)
@@ -502,7 +502,7 @@ class Hub:
                     await step()
                 except Exception:
                     logger.exception("presence hub: %s failed", step.__name__)
-            if self.ranked and now >= self._next_ranking:
+            if self.ranking_feed and now >= self._next_ranking:
                 self._next_ranking = now + app_settings.RANKING_INTERVAL
                 try:
                     await self._send_ranking()
@@ -644,37 +644,16 @@ class Hub:
         """Send this connection the ranking's top ``limit`` rooms now and whenever they change
         (a second subscription replaces the first). Returns the ranking as of now, which
         includes every join this connection made before."""
-        entries = await self._ranking(limit, quiet=False)
+        entries = await live.alive_ranking(limit, self.store)
         if not conn.gone:
-            self.ranked[conn] = (limit, entries)
-        return entries
-
-    async def _ranking(self, limit: int, quiet: bool = True) -> list[dict]:
-        """Rooms with readers, most first, that still resolve: one store call, resolutions cached
-        (``rooms.resolve``). A room whose object became unresolvable is left out."""
-        call = self.store.ranking(limit + RANKING_SLACK)
-        entries = []
-        for room, count in await (call if quiet else self._store(call)):
-            try:
-                info = await rooms.resolve(room)
-            except (InvalidRoom, Unavailable):
-                continue
-            entries.append({"room": room, "count": count, "title": info.title, "url": info.url})
-            if len(entries) == limit:
-                break
+            self.ranking_feed.subscribe(conn, limit, entries)
         return entries
 
     async def _send_ranking(self) -> None:
-        """One ranking for every subscriber (whatever their number), each sent its top rooms
+        """One ranking read for every subscriber (whatever their number), each sent its top rooms
         only when they differ from what it was sent last."""
-        entries = await self._ranking(max(limit for limit, _ in self.ranked.values()))
-        changed: dict[int, list[Connection]] = {}
-        for conn, (limit, last) in list(self.ranked.items()):
-            mine = entries[:limit]
-            if mine != last and not conn.gone:
-                self.ranked[conn] = (limit, mine)
-                changed.setdefault(limit, []).append(conn)
-        for limit, connections in changed.items():
+        entries = await live.alive_ranking(self.ranking_feed.widest(), self.store)
+        for limit, connections in self.ranking_feed.changed(entries).items():
             await self._fan_out(connections, protocol.dumps(protocol.ranking(entries[:limit])))
 
     async def _drop_silent(self) -> None:
@@ -791,7 +770,7 @@ class Hub:
         if self._closing is not None:
             return
         self._closing = Closing(*self.members.close_all(self.now_ms(), events.SHUTDOWN))
-        self.ranked.clear()
+        self.ranking_feed.clear()
         self.outbox.rooms.clear()
 
     async def shutdown(self) -> None:

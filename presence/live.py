@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from presence import rooms
 from presence.conf import app_settings
 from presence.errors import InvalidRoom, Unavailable
-from presence.store import RoomState, get_store
+from presence.store import RoomState, Store, get_store
 
 T = TypeVar("T")
 
@@ -56,15 +56,16 @@ def _fetched(limit: int) -> int:
     return limit + max(limit, 10)
 
 
-async def alive_ranking(limit: int = 10) -> list[dict[str, Any]]:
-    """Rooms with readers, most first, with their titles and URLs: one store call.
+async def alive_ranking(limit: int = 10, store: Store | None = None) -> list[dict[str, Any]]:
+    """Rooms with readers, most first, with their titles and URLs: one call to ``store`` (the
+    process's by default; the hub passes its own).
 
     Only rooms that resolve now are listed (``presence.rooms``: what the public may see).
     """
     if limit <= 0:
         return []
     entries = []
-    for room, count in await _store(get_store().ranking(_fetched(limit))):
+    for room, count in await _store((store or get_store()).ranking(_fetched(limit))):
         with contextlib.suppress(InvalidRoom):
             entries.append(_entry(room, count, await rooms.resolve(room)))
             if len(entries) == limit:

@@ -458,7 +458,7 @@ async def test_bad_ranking_limits_are_bad_messages(ws, hub, frame):
     await client.send_json_to({**frame, "ref": "r1"})
     reply = await client.receive_json_from()
     assert (reply["type"], reply["code"], reply["ref"]) == ("error", "bad_message", "r1")
-    assert hub.ranked == {}
+    assert len(hub.ranking_feed) == 0
 
 
 async def test_a_closed_connection_is_no_longer_subscribed(ws, hub):
@@ -466,9 +466,9 @@ async def test_a_closed_connection_is_no_longer_subscribed(ws, hub):
     await client.receive_json_from()
     await client.send_json_to({"type": "ranking", "limit": 3})
     await client.receive_json_from()
-    assert len(hub.ranked) == 1
+    assert len(hub.ranking_feed) == 1
     await client.disconnect()
-    assert hub.ranked == {}
+    assert len(hub.ranking_feed) == 0
 
 
 # -- progress, coalescing, histogram ----------------------------------------------------

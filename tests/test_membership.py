@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from presence import events, identity
-from presence.connections import Connection
 from presence.errors import NotJoined
 from presence.membership import (
     Changed,
@@ -19,18 +18,10 @@ from presence.membership import (
     Publish,
     ReleaseOnline,
 )
-from presence.ratelimit import FrameLimiter
 from presence.store import Reader
+from tests.support.hubs import tab
 
 ROOM = "article:1"
-
-
-async def _ignore(*args) -> None:
-    return None
-
-
-def tab(who: str) -> Connection:
-    return Connection(f"anon:{who}", _ignore, _ignore, 0.0, FrameLimiter(10, 10, 5))
 
 
 def kinds(effects: list) -> list[str]:

@@ -1,12 +1,15 @@
 """Hubs of several server processes in one event loop (the ``hubs`` fixture, tests/conftest.py):
-what a connection of theirs receives, and the steps that move frames between them."""
+what a connection of theirs receives, and the steps that move frames between them; and a bare
+connection (``tab``) for the pure modules' tests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+from presence.connections import Connection
 from presence.hub import Hub
+from presence.ratelimit import FrameLimiter
 
 
 class Client:
@@ -46,3 +49,12 @@ async def tick_all(hubs) -> None:
     await deliver()
     for hub in hubs:
         await hub.tick()
+
+
+async def _ignore(*args) -> None:
+    return None
+
+
+def tab(who: str) -> Connection:
+    """A connection of reader ``who`` that sends nowhere: for modules that only keep state."""
+    return Connection(f"anon:{who}", _ignore, _ignore, 0.0, FrameLimiter(10, 10, 5))
