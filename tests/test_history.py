@@ -271,6 +271,37 @@ async def test_a_leave_does_not_hold_up_the_next_article_while_its_session_is_wr
     assert row.room == first and row.end_reason == EndReason.LEFT
 
 
+async def test_a_checkpoint_being_written_does_not_hold_up_the_readers_frames(ws, hub, clock, article):
+    """Every 30 s the open sessions are written together (seconds on a busy SQLite with a thousand
+    readers). The tick wrote them holding the lock the flush needs: no move went out meanwhile."""
+    room = f"article:{article.pk}"
+    mover = await reader_in(ws, room, "checkpointmv")
+    watcher = await reader_in(ws, room, "checkpointwt")
+    writing, written = asyncio.Event(), asyncio.Event()
+
+    async def slow_database(sender, event, **kwargs):
+        writing.set()
+        await written.wait()
+
+    events.checkpoint.connect(slow_database, weak=False)
+    try:
+        clock.advance(30)
+        ticking = asyncio.create_task(hub.tick())  # the checkpoint is due
+        await asyncio.wait_for(writing.wait(), 5)
+        await mover.send_json_to({"type": "progress", "room": room, "position": 0.5})
+        await settle(mover)
+        clock.advance(1)  # past the coalescing window of the tick's frame
+        await asyncio.wait_for(hub.flush(), 5)
+        seen = []
+        while not any(update["position"] == 0.5 for update in seen):
+            frame = await asyncio.wait_for(watcher.receive_json_from(), 5)
+            seen += frame.get("updates", []) if frame["type"] == "room" else []
+    finally:
+        written.set()
+        events.checkpoint.disconnect(slow_database)
+    await ticking
+
+
 async def test_sessions_wait_while_the_database_is_down_and_land_without_another_event(
     ws, clock, article, monkeypatch, caplog
 ):
