@@ -34,6 +34,11 @@ def _layer() -> dict:
     return getattr(settings, "CHANNEL_LAYERS", {}).get(app_settings.CHANNEL_LAYER, {})
 
 
+def _layer_on_redis() -> bool:
+    """The hub's channel layer is channels-redis: server processes share it."""
+    return "channels_redis" in _layer().get("BACKEND", "")
+
+
 @register()
 def check_production_backends(app_configs=None, **kwargs) -> list[Warning]:
     if settings.DEBUG:
@@ -75,7 +80,7 @@ def check_room_kinds(app_configs=None, **kwargs) -> list[CheckMessage]:
 def check_store_matches_layer(app_configs=None, **kwargs) -> list[Warning]:
     """Several processes on one Redis layer but each with its own in-memory count: "1 reader
     online" on a page whose timeline shows two."""
-    if "channels_redis" in _layer().get("BACKEND", "") and backend_path() == MEMORY_STORE:
+    if _layer_on_redis() and backend_path() == MEMORY_STORE:
         return [
             Warning(
                 "The channel layer is on Redis but the presence store is in memory: each server process "
@@ -105,7 +110,7 @@ def check_shared_cache(app_configs=None, **kwargs) -> list[Warning]:
     that leave (``presence/reading_sessions.py``)."""
     if settings.DEBUG:
         return []
-    several = backend_path().startswith("presence.store.redis.") or "channels_redis" in _layer().get("BACKEND", "")
+    several = backend_path().startswith("presence.store.redis.") or _layer_on_redis()
     backend = _per_process_cache() if several else None
     if backend is None:
         return []
