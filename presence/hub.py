@@ -56,9 +56,6 @@ BATCH = "presence.batch"
 # these, or within ``PRESENCE_ONLINE_INTERVAL`` of their last `online` frame, whichever is later.
 ONLINE_POLL = 0.25
 
-# The live ranking asks the store for this many rooms more than the largest subscription wants:
-# rooms that no longer resolve (drafts, deleted objects) are left out, and the rest still fill it.
-
 
 def ms(seconds: float) -> int:
     return int(seconds * 1000)
@@ -105,7 +102,7 @@ class Hub:
         self._closing: Closing | None = None  # set once a shutdown began
         # (address key, site reader id) -> connections of this process counted by ``admit``.
         self.admitted: dict[tuple[str, str], int] = {}
-        # Live ranking subscriptions (docs/protocol.md, "Live ranking"): connection -> (limit, last sent).
+        # Live ranking subscriptions (docs/protocol.md, "Live ranking").
         self.ranking_feed = RankingFeed()
         self._next_ranking = 0.0
 
