@@ -18,7 +18,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
@@ -587,7 +587,7 @@ class Hub:
         states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
         return {room: s.histogram for room, s in zip(rooms_, states, strict=True) if isinstance(s, RoomState)}
 
-    async def _publish(self, room: str, updates: list[dict], left: set[str]) -> None:
+    async def _publish(self, room: str, updates: list[dict], left: Collection[str]) -> None:
         """Tell the other processes' hubs what changed in a room here."""
         if self.layer is None:
             return
@@ -694,10 +694,7 @@ class Hub:
         await self._retry_releases()
         for room in list(self.rooms):  # rooms come and go during the awaits
             await self._group("group_add", room)  # refresh before the layer's group expiry
-        by_room: dict[str, list[str]] = {}
-        for room, rid in gone:
-            by_room.setdefault(room, []).append(rid)
-        for room, rids in by_room.items():
+        for room, rids in _by_room(gone).items():
             await self._announce_departures(room, rids)
         if gone:
             logger.info("presence hub: removed %d readers of dead processes", len(gone))
@@ -796,10 +793,7 @@ class Hub:
         except Exception:
             logger.warning("presence hub: claims not released; other processes reap them", exc_info=True)
             gone = []
-        by_room: dict[str, set[str]] = {}
-        for room, rid in gone:
-            by_room.setdefault(room, set()).add(rid)
-        for room, rids in by_room.items():
+        for room, rids in _by_room(gone).items():
             await self._publish(room, [], rids)
         # Together: the recorder writes whatever arrived while it wrote, in one transaction.
         await asyncio.gather(*(self._emit_in_order(event) for event in closing.ended))  # each after its start
@@ -809,6 +803,14 @@ class Hub:
         """Until every store call and session event decided so far is done: a `leave` frame's
         session is written after the frame's handling (tests wait for it here; the shutdown too)."""
         await asyncio.gather(*self._leaving, *self._in_order.pending(), return_exceptions=True)
+
+
+def _by_room(claims: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Released or reaped claims, (room, reader id), as each room's reader ids: one message a room."""
+    by_room: dict[str, list[str]] = {}
+    for room, rid in claims:
+        by_room.setdefault(room, []).append(rid)
+    return by_room
 
 
 @dataclass(slots=True)
