@@ -2,12 +2,13 @@
 ``presence.outbox`` (what is due) decide, with coalesced fan-out, liveness and shutdown.
 
 One hub per server process (per event loop). Consumers register their connection with
-it; the hub, not each consumer, is the member of each room's channel-layer group. When a
+it; the hub, not each consumer, is the member of the channel layer's one group of hubs. When a
 room's pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per
 room per tick), the hub writes the pending progress to the store in one call, sends one
-batched message per changed room to that room's group (so other processes learn of it), and
-sends each room's frame, encoded once, directly to its local readers. Sending through the
-channel layer per consumer measured 5-8x the CPU of this direct send.
+message carrying every due room's changes to the group of hubs (so other processes learn of
+them: the layer's traffic grows with processes, not with rooms), and sends each room's frame,
+encoded once, directly to its local readers. Sending through the channel layer per consumer
+measured 5-8x the CPU of this direct send.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
@@ -31,16 +32,15 @@ from presence.local_rooms import LocalRoom
 from presence.membership import (
     Changed,
     ClaimOnline,
-    CloseGroup,
     Depart,
     Enter,
     Membership,
-    OpenGroup,
+    Opened,
     Publish,
     ReleaseOnline,
     claim_key,
 )
-from presence.outbox import Frame, Outbox
+from presence.outbox import Batch, Frame, Outbox
 from presence.pacing import Pacing
 from presence.ranking_feed import RankingFeed
 from presence.ratelimit import FrameLimiter
@@ -50,6 +50,10 @@ from presence.store import Reader, RoomState, Store, get_store, process_id
 logger = logging.getLogger(__name__)
 
 BATCH = "presence.batch"
+# The channel-layer group of every process's hub: one message per flush, whatever the rooms, reaches
+# every process, and each takes the rooms it holds. (A group per room cost a message per changed
+# room to every process holding it: rooms x processes^2 deliveries per tick.)
+HUBS_GROUP = "presence.hubs"
 
 # Seconds between reads of the site-wide count from the store (at the same wall-clock moments on
 # every process): a change that holds for two reads reaches every process's readers within two of
@@ -123,6 +127,7 @@ class Hub:
             try:
                 if self.layer is not None:
                     self.channel = await self.layer.new_channel("presence-hub")
+                    await self._group("group_add")  # before any join reads a room's state
                     self._tasks.append(asyncio.create_task(self._receive_loop()))
                 self._next_checkpoint = self.clock() + app_settings.CHECKPOINT_SECONDS
                 with contextlib.suppress(Exception):
@@ -373,33 +378,28 @@ class Hub:
         Awaiting it may be cancelled; the calls go on: they were decided."""
         waits = []
         for effect in effects:
+            if isinstance(effect, Opened):
+                self._wake(self.outbox.reopen(effect.room, self.clock()))
+                continue
+            if isinstance(effect, Publish):
+                self._wake(self.outbox.depart(effect.room, effect.left, self.clock()))
+                continue
             if isinstance(effect, Enter) and effect.joined is not None:
                 self._emit_in_order(effect.joined)  # before anything ends the session
             done = self._in_order.submit(effect.key, functools.partial(self._run, effect))
             if isinstance(effect, Depart):
                 waits.append(self._with_event(done) if until_written else asyncio.shield(done))
-            elif isinstance(effect, Enter):
-                group = self._in_order.last(("group", effect.room.name))  # a group_add may be on its way
-                waits += [asyncio.shield(done)] + ([asyncio.shield(group)] if group is not None else [])
-            elif isinstance(effect, CloseGroup):
-                self.outbox.forget(effect.room)
-            elif not isinstance(effect, OpenGroup):  # a join waits for its group (above)
+            else:
                 waits.append(asyncio.shield(done))
         return asyncio.gather(*waits) if waits else _DONE
 
     async def _run(self, effect) -> object:
-        """One effect's store or channel-layer calls."""
+        """One effect's store calls."""
         match effect:
             case ClaimOnline(reader_id=rid):
                 return await self._store(self.store.claim_online(rid), quiet=True)
             case ReleaseOnline(reader_id=rid):
                 return await self._release(None, rid)
-            case OpenGroup(room=room):
-                return await self._group("group_add", room)
-            case CloseGroup(room=room, left=left):  # telling the other processes what they missed
-                if left:
-                    await self._publish(room, [], left)
-                return await self._group("group_discard", room)
             case Enter():
                 return await self._claim(effect)
             case Depart():
@@ -448,7 +448,7 @@ class Hub:
             for effect in self.members.released(room, reader.id):
                 match effect:
                     case Publish(left=left):
-                        await self._publish(room, [], left)
+                        self._wake(self.outbox.depart(room, left, self.clock()))
                     case Changed(room=local):
                         self._changed(local, published=True)
         return self._emit_in_order(depart.ended(self.proc))
@@ -477,7 +477,10 @@ class Hub:
     def _changed(self, local: LocalRoom, published: bool = False) -> None:
         """Something waits for the room's next frame (and, ``published``, for its next batch to the
         other processes): wake the flush loop if that makes the room due before its wake-up."""
-        due = self.outbox.changed(local, self.clock(), published)
+        self._wake(self.outbox.changed(local, self.clock(), published))
+
+    def _wake(self, due: float | None) -> None:
+        """Wake the flush loop if something became due before its wake-up time."""
         if due is not None and due < self._wake_at:
             self._wanted.set()
 
@@ -540,8 +543,7 @@ class Hub:
         frames, batches = self.outbox.take(self.rooms, self.clock(), force)
         if batches:  # every room with progress to store has a batch pending: written with the first
             await self._store_progress()
-        for room, updates, left in batches:
-            await self._publish(room, updates, left)
+            await self._publish(batches)
         if frames:
             await self._send_frames(frames)
 
@@ -587,21 +589,25 @@ class Hub:
         states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
         return {room: s.histogram for room, s in zip(rooms_, states, strict=True) if isinstance(s, RoomState)}
 
-    async def _publish(self, room: str, updates: list[dict], left: Collection[str]) -> None:
-        """Tell the other processes' hubs what changed in a room here."""
-        if self.layer is None:
+    async def _publish(self, batches: list[Batch], origin: str | None = None) -> None:
+        """Tell every process's hub, in one message, what changed in these rooms here. Its own
+        receive loop skips a message of its ``origin``: departures it must hear too go with another."""
+        if self.layer is None or not batches:
             return
-        message = {"type": BATCH, "origin": self.proc, "room": room, "updates": updates, "left": sorted(left)}
+        message = {"type": BATCH, "origin": origin or self.proc,
+                   "rooms": [[room, updates, sorted(left)] for room, updates, left in batches]}
         try:
-            await self._layer_call("group_send", rooms.group_name(room), message)
+            await self._layer_call("group_send", HUBS_GROUP, message)
         except Exception:
-            logger.warning("presence hub: could not publish to %s", room, exc_info=True)
+            logger.warning("presence hub: could not publish the changes of %d rooms", len(batches), exc_info=True)
 
     def _merge_remote(self, message: dict) -> None:
-        local = self.rooms.get(message.get("room"))
-        if local is not None:
-            local.merge_remote(message.get("updates", ()), message.get("left", ()))
-            self._changed(local)
+        """Another process's batches: those of the rooms held here wait for their next frame."""
+        for room, updates, left in message.get("rooms", ()):
+            local = self.rooms.get(room)
+            if local is not None:
+                local.merge_remote(updates, left)
+                self._changed(local)
 
     async def _fan_out(self, connections, text: str) -> None:
         for conn in connections:
@@ -692,21 +698,20 @@ class Hub:
         for local in self.rooms.values():
             self._changed(local)
         await self._retry_releases()
-        for room in list(self.rooms):  # rooms come and go during the awaits
-            await self._group("group_add", room)  # refresh before the layer's group expiry
-        for room, rids in _by_room(gone).items():
-            await self._announce_departures(room, rids)
+        await self._group("group_add")  # refresh before the layer's group expiry
+        await self._announce_departures(gone)
         if gone:
             logger.info("presence hub: removed %d readers of dead processes", len(gone))
 
     # -- helpers ------------------------------------------------------------------------
-    async def _group(self, op: str, room: str) -> None:
+    async def _group(self, op: str) -> None:
+        """Join (or leave) the group of hubs; the heartbeat joins again after a failure."""
         if self.layer is None or self.channel is None:
             return
         try:
-            await self._layer_call(op, rooms.group_name(room), self.channel)
+            await self._layer_call(op, HUBS_GROUP, self.channel)
         except Exception:
-            logger.warning("presence hub: %s %s failed", op, room, exc_info=True)
+            logger.warning("presence hub: %s %s failed", op, HUBS_GROUP, exc_info=True)
 
     async def _layer_call(self, op: str, *args) -> None:
         """A channel-layer call, tried twice: the first use of a pooled connection that a Redis
@@ -741,17 +746,11 @@ class Hub:
             release = functools.partial(self._release, room, reader_id)
             gone = await asyncio.shield(self._in_order.submit(claim_key(room, reader_id), release))
             if gone and room is not None:  # a hub holding the reader again ignores it
-                await self._announce_departures(room, [reader_id])
+                await self._announce_departures([(room, reader_id)])
 
-    async def _announce_departures(self, room: str, reader_ids: list[str]) -> None:
-        """Tell every hub with readers in the room (this one too) that these readers left."""
-        if self.layer is None:
-            return
-        message = {"type": BATCH, "origin": "departures:" + self.proc, "room": room, "updates": [], "left": reader_ids}
-        try:
-            await self._layer_call("group_send", rooms.group_name(room), message)
-        except Exception:
-            logger.warning("presence hub: could not publish departures in %s", room, exc_info=True)
+    async def _announce_departures(self, gone: Iterable[tuple[str, str]]) -> None:
+        """Tell every hub with readers in these rooms (this one too) that these readers left."""
+        await self._publish(_departures(gone), origin="departures:" + self.proc)
 
     async def _store(self, call: Awaitable, quiet: bool = False):
         """Await a store call; a store outage becomes ``Unavailable`` (or None when quiet)."""
@@ -793,8 +792,9 @@ class Hub:
         except Exception:
             logger.warning("presence hub: claims not released; other processes reap them", exc_info=True)
             gone = []
-        for room, rids in _by_room(gone).items():
-            await self._publish(room, [], rids)
+        # With the departures of rooms forgotten here that the stopped flush loop did not send.
+        await self._publish([(room, [], left) for room, left in self.outbox.departed.items()] + _departures(gone))
+        await self._group("group_discard")  # the others' batches no longer pile up for this process
         # Together: the recorder writes whatever arrived while it wrote, in one transaction.
         await asyncio.gather(*(self._emit_in_order(event) for event in closing.ended))  # each after its start
         await self.settled()
@@ -805,12 +805,12 @@ class Hub:
         await asyncio.gather(*self._leaving, *self._in_order.pending(), return_exceptions=True)
 
 
-def _by_room(claims: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """Released or reaped claims, (room, reader id), as each room's reader ids: one message a room."""
-    by_room: dict[str, list[str]] = {}
+def _departures(claims: Iterable[tuple[str, str]]) -> list[Batch]:
+    """Released or reaped claims, (room, reader id), as one batch of departures per room."""
+    by_room: dict[str, set[str]] = {}
     for room, rid in claims:
-        by_room.setdefault(room, []).append(rid)
-    return by_room
+        by_room.setdefault(room, set()).add(rid)
+    return [(room, [], left) for room, left in by_room.items()]
 
 
 @dataclass(slots=True)

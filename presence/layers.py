@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-# Every hub's channel (``presence.hub``: ``new_channel("presence-hub")``) gets one message per
-# room per tick from every other process; channels-redis's default capacity of 100 drops them.
+# Every hub's channel (``presence.hub``: ``new_channel("presence-hub")``) gets a message per flush
+# from every other process (one or two per tick each when loaded, more when quiet); channels-redis's
+# default capacity of 100 drops them during a pause of a second or two.
 HUB_CHANNELS = "presence-hub*"
 HUB_CAPACITY = 10_000
 

@@ -1,7 +1,7 @@
 """Who is here: a process's connections, its readers online and in each room, their sessions.
 
 Pure: no I/O, no clock, no asyncio. Each change (a connection opens or closes, joins or leaves a
-room, moves, re-identifies) updates the state at once and returns what the store and the channel layer
+room, moves, re-identifies) updates the state at once and returns what the store and the other processes
 must hear of it, as effect records. The hub performs them, those of one key in the order returned
 (``presence.sequencer``), and reports the store's answers back (``claimed``, ``released``), so it
 never re-checks this state after an await: each decision is made once, on the state as it is
@@ -48,27 +48,11 @@ class ReleaseOnline:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenGroup:
-    """The first reader here entered the room: join its channel-layer group."""
+class Opened:
+    """The first reader here entered the room: departures this process has not published yet from
+    the room's previous stay here go with the room's own next batch (a reader back cancels its own)."""
 
-    room: str
-
-    @property
-    def key(self) -> tuple:
-        return ("group", self.room)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseGroup:
-    """The last reader here left the room: tell the other processes of the departures they have
-    not heard of yet (``left``), then leave the group."""
-
-    room: str
-    left: set[str]
-
-    @property
-    def key(self) -> tuple:
-        return ("group", self.room)
+    room: LocalRoom
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +93,8 @@ class Depart:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Tell the other processes' hubs that these readers left the room (it is forgotten here)."""
+    """The room is forgotten here: the other processes' hubs must still hear that these readers left
+    it (with this process's next batch)."""
 
     room: str
     left: set[str]
@@ -171,7 +156,7 @@ class Membership:
         local = self.rooms.get(room)
         if local is None:
             local = self.rooms[room] = LocalRoom(room)
-            effects.append(OpenGroup(room))
+            effects.append(Opened(local))
         conn.rooms.add(room)
         rid = conn.ids[room] = identity.reader_id(conn.identity, room)
         tabs = local.members.setdefault(rid, set())
@@ -197,7 +182,7 @@ class Membership:
         effects: list = [Depart(room, local.depart(rid), unwritten, reason, ended_at)]
         if not local.members:  # forget the room
             del self.rooms[room]
-            effects.append(CloseGroup(room, local.outbox_left))
+            effects.append(Publish(room, local.outbox_left))
         return effects
 
     def leave_all(self, conn: Connection, reason: str, ended_at: int) -> list:

@@ -1,8 +1,8 @@
 """Which of a process's rooms have something to send, and which of them may send it now.
 
 Pure: times are given (the pacing's own clock only samples the CPU meter). The hub says when a room
-changed and asks what is due; it performs the store write, the batches to the other processes and
-the frames (``Hub._flush``).
+changed and asks what is due; it performs the store write, the batches to the other processes (all
+those of one flush in one channel-layer message) and the frames (``Hub._flush``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ class Outbox:
     def __init__(self, pacing: Pacing):
         self.pacing = pacing
         self.rooms: set[str] = set()  # rooms with a frame or a batch pending (``dirty``, ``unpublished``)
+        # Departures in rooms no longer held here that the other processes have not heard of yet
+        # (``Publish``), and since when: they go with the next flush's batches, at the latest after
+        # the shortest spacing, rather than in a message of their own.
+        self.departed: dict[str, set[str]] = {}
+        self.departed_since: float | None = None
 
     def changed(self, local: LocalRoom, now: float, published: bool = False) -> float | None:
         """Something waits for the room's next frame (and, ``published``, for its next batch). Returns
@@ -47,11 +52,34 @@ class Outbox:
         return due
 
     def next_due(self, rooms: dict[str, LocalRoom]) -> float:
-        """When the first pending room is due (inf: none is pending)."""
-        return min((self.due(rooms[name]) for name in self.rooms if name in rooms), default=float("inf"))
+        """When the first pending room (or departure) is due (inf: none is pending)."""
+        due = min((self.due(rooms[name]) for name in self.rooms if name in rooms), default=float("inf"))
+        return due if self.departed_since is None else min(due, self._departures_due())
 
-    def forget(self, room: str) -> None:
-        self.rooms.discard(room)
+    def _departures_due(self) -> float:
+        return self.departed_since + self.pacing.shortest
+
+    def depart(self, room: str, left: set[str], now: float) -> float | None:
+        """Readers gone from a room this process no longer holds. Returns when they are due if that
+        is new, else None."""
+        if not left:
+            return None
+        self.departed.setdefault(room, set()).update(left)
+        if self.departed_since is not None:
+            return None
+        self.departed_since = now
+        return self._departures_due()
+
+    def reopen(self, local: LocalRoom, now: float) -> float | None:
+        """The room is held here again: its departures not published yet go with its own batch, where
+        a reader back meanwhile (``LocalRoom.announce``) drops its own."""
+        left = self.departed.pop(local.name, None)
+        if not self.departed:
+            self.departed_since = None
+        if not left:
+            return None
+        local.outbox_left |= left
+        return self.changed(local, now, published=True)
 
     def take(self, rooms: dict[str, LocalRoom], now: float, force: bool) -> tuple[list[Frame], list[Batch]]:
         """The frames and batches due at ``now`` (all pending ones if ``force``), taken from their
@@ -76,4 +104,7 @@ class Outbox:
                 local.dirty = None
             if local.dirty is None and local.unpublished is None:
                 self.rooms.discard(room)
+        if self.departed and (force or batches or self._departures_due() <= now):
+            batches += [(room, [], left) for room, left in self.departed.items()]
+            self.departed, self.departed_since = {}, None
         return frames, batches

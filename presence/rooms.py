@@ -341,11 +341,6 @@ def room_for(obj: object) -> str | None:
     return None
 
 
-def group_name(room: str) -> str:
-    """The channel-layer group of a room (valid: ``^[a-zA-Z0-9._-]{1,99}$``)."""
-    return "presence.room." + room.replace(":", ".", 1)
-
-
 # -- lookups ----------------------------------------------------------------------------------
 
 

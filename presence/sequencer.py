@@ -4,8 +4,8 @@ The hub decides synchronously (a reader's first tab claims it, its last tab rele
 store hears of it later. Awaited side by side, a claim decided after a release could reach the
 store first and leave a phantom reader counted forever; the hub used to re-check its state after
 each await to catch that, and missed cases (tests/test_interleavings.py found them). Here the
-calls of one key (a reader online, a reader in a room, a room's channel-layer group) run one after
-another in the order they were submitted; calls of different keys run side by side.
+calls of one key (a reader online, a reader in a room) run one after another in the order they
+were submitted; calls of different keys run side by side.
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ class Sequencer:
         self._last[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
         return task
-
-    def last(self, key: Hashable) -> asyncio.Future | None:
-        """The call submitted last under ``key``, if it is still running."""
-        return self._last.get(key)
 
     def pending(self, of: Callable[[Hashable], bool] = lambda key: True) -> list[asyncio.Future]:
         """The last call of every key (``of`` which) still running (each waits for those before it)."""

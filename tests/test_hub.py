@@ -112,6 +112,40 @@ async def test_moves_right_after_a_frame_wait_for_the_window_and_go_together(hub
     assert [(u["id"], u["position"]) for u in frame["updates"]] == [(rid(writer, room), 0.4)]
 
 
+async def test_one_flush_reaches_the_other_process_in_one_message_whatever_the_rooms(hubs, articles, clock):
+    """The layer's traffic grows with processes, not rooms: twelve rooms' moves, one message."""
+    a, b = hubs
+    rooms = [f"article:{article.pk}" for article in articles]
+    writers, watchers = [], []
+    for room in rooms:
+        _, writer = await connect(a, f"anon:writer-{room}")
+        watcher, conn = await connect(b, f"anon:watcher-{room}")
+        await a.join(writer, room)
+        await b.join(conn, room)
+        writers.append(writer)
+        watchers.append(watcher)
+    await tick_all(hubs)
+    for watcher in watchers:
+        watcher.frames.clear()
+    sent = []
+    group_send = a.layer.group_send
+
+    async def counted(group, message):
+        sent.append(message)
+        await group_send(group, message)
+
+    a.layer.group_send = counted
+    clock.advance(1.0)
+    for room, writer in zip(rooms, writers, strict=True):
+        a.progress(writer, room, 0.5, None)
+    await flush_across(hubs)
+    assert len(sent) == 1 and len(sent[0]["rooms"]) == len(rooms) == 12
+    for room, writer, watcher in zip(rooms, writers, watchers, strict=True):
+        (frame,) = watcher.take("room")
+        assert frame["room"] == room and [(u["id"], u["position"]) for u in frame["updates"]] == [
+            (rid(writer, room), 0.5)]
+
+
 async def test_a_crowded_room_frame_lists_the_newest_readers_and_carries_the_histogram(hubs, article, clock):
     """A `room` frame lists no more readers than `room_state` does (newest first), whatever the
     crowd, and then carries the histogram so that the distribution stays exact."""

@@ -11,10 +11,9 @@ from presence.errors import NotJoined
 from presence.membership import (
     Changed,
     ClaimOnline,
-    CloseGroup,
     Depart,
     Membership,
-    OpenGroup,
+    Opened,
     Publish,
     ReleaseOnline,
 )
@@ -39,17 +38,17 @@ def test_a_reader_is_released_online_only_when_its_last_tab_closes():
     assert not here.holds(None, first.reader_id) and not here.connections
 
 
-def test_the_first_reader_of_a_room_opens_its_group_and_starts_a_session():
+def test_the_first_reader_of_a_room_opens_it_and_starts_a_session():
     here = Membership("p1")
     ada, bob = tab("ada"), tab("bob")
     here.open(ada), here.open(bob)
     effects = here.join(ada, ROOM, 1_000)
-    assert kinds(effects) == ["OpenGroup", "Enter"] and effects[0] == OpenGroup(ROOM)
+    assert kinds(effects) == ["Opened", "Enter"] and effects[0] == Opened(here.rooms[ROOM])
     enter = effects[1]
     rid = identity.reader_id("anon:ada", ROOM)
     assert enter.key == ("room", ROOM, rid) and not enter.carried
     assert enter.joined == events.ReaderJoined(ROOM, "anon:ada", rid, 1_000, "p1")
-    assert kinds(here.join(bob, ROOM, 2_000)) == ["Enter"], "the group is open already"
+    assert kinds(here.join(bob, ROOM, 2_000)) == ["Enter"], "the room is open already"
     assert here.join(ada, ROOM, 3_000) == [], "joined already"
 
 
@@ -63,7 +62,7 @@ def test_a_second_tab_claims_again_without_a_new_session():
     assert here.holds(ROOM, first.session.reader.id)
 
 
-def test_the_last_reader_leaving_ends_its_session_and_closes_the_group_with_its_departure():
+def test_the_last_reader_leaving_ends_its_session_and_forgets_the_room_with_its_departures():
     here = Membership("p1")
     ada = tab("ada")
     (_, enter) = here.join(ada, ROOM, 1_000)
@@ -72,7 +71,7 @@ def test_the_last_reader_leaving_ends_its_session_and_closes_the_group_with_its_
     effects = here.leave(ada, ROOM, events.LEFT, 9_000)
     depart, close = effects
     assert isinstance(depart, Depart) and depart.unwritten and depart.key == enter.key
-    assert isinstance(close, CloseGroup) and close.room == ROOM and ROOM not in here.rooms
+    assert isinstance(close, Publish) and close.room == ROOM and ROOM not in here.rooms
     ended = depart.ended("p1")
     assert (ended.joined_at, ended.left_at, ended.reason) == (1_000, 9_000, events.LEFT)
 
@@ -105,10 +104,10 @@ def test_a_re_identified_reader_carries_its_position_over_an_older_record():
     conn_reader.position = 0.7
     carried = here.positions(conn)
     effects = here.leave_all(conn, events.IDENTIFY, 2_000) + here.release_online(conn)
-    assert kinds(effects) == ["Depart", "CloseGroup", "ReleaseOnline"]
+    assert kinds(effects) == ["Depart", "Publish", "ReleaseOnline"]
     here.rekey(conn, "user:7")
     assert conn.reader_id == identity.reader_id("user:7")
-    (open_group, enter) = here.join(conn, ROOM, 3_000, position=carried[ROOM].position)
+    (_, enter) = here.join(conn, ROOM, 3_000, position=carried[ROOM].position)
     assert enter.carried and enter.joined.identity == "user:7"
     older = Reader(enter.session.reader.id, None, 0.2, 100, 100)  # this user's record from long ago
     reader = here.claimed(enter, older)

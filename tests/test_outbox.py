@@ -78,3 +78,36 @@ def test_a_room_forgotten_while_pending_sends_nothing():
     del rooms["article:1"]  # its last reader left
     assert outbox.next_due(rooms) == float("inf")
     assert outbox.take(rooms, clock.now, force=True) == ([], []) and outbox.rooms == set()
+
+
+def test_departures_of_a_room_no_longer_held_here_ride_with_the_next_batch():
+    clock, outbox, rooms, reader = setup()
+    local = rooms["article:1"]
+    assert outbox.depart("article:9", {"gone1"}, clock.now) == pytest.approx(1000.1), "due after the window"
+    assert outbox.depart("article:9", {"gone2"}, clock.now) is None, "pending already"
+    assert outbox.next_due(rooms) == pytest.approx(1000.1)
+    local.announce(reader)
+    outbox.changed(local, clock.now, published=True)
+    _, batches = outbox.take(rooms, clock.now, force=False)
+    assert sorted((room, sorted(left)) for room, _, left in batches) == [
+        ("article:1", []), ("article:9", ["gone1", "gone2"])], "one flush carries both, before their window"
+    assert outbox.departed == {} and outbox.next_due(rooms) == float("inf")
+
+    assert outbox.depart("article:9", set(), clock.now) is None, "nothing to tell"
+    outbox.depart("article:9", {"gone3"}, clock.now)
+    assert outbox.take(rooms, clock.now, force=False) == ([], []), "alone, it waits for the window"
+    clock.now += 0.1
+    assert outbox.take(rooms, clock.now, force=False) == ([], [("article:9", [], {"gone3"})])
+
+
+def test_a_room_held_again_sends_its_unpublished_departures_less_a_reader_back():
+    clock, outbox, rooms, reader = setup()
+    outbox.depart("article:1", {"r1", "r2"}, clock.now)
+    local = rooms["article:1"]  # held here again
+    outbox.reopen(local, clock.now)
+    local.announce(reader)  # r1 is back
+    assert outbox.next_due(rooms) <= clock.now, "a quiet room: at once"
+    _, batches = outbox.take(rooms, clock.now, force=False)
+    assert [(room, [u["id"] for u in updates], left) for room, updates, left in batches] == [
+        ("article:1", ["r1"], {"r2"})], "r1's departure is not sent after its return"
+    assert outbox.departed_since is None and outbox.next_due(rooms) == float("inf")

@@ -68,4 +68,4 @@ async def test_a_failed_call_does_not_stop_the_next_and_a_cancelled_waiter_does_
     await settle()
     gates.open("release")
     assert await release == "release"
-    assert sequencer.last("reader") is None
+    assert sequencer.pending() == [], "done, and forgotten"
