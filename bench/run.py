@@ -4,6 +4,7 @@
     python -m bench.run --scale full          # 10,000 readers, longer runs
     python -m bench.run --configs memory --runs 1 --readers 300 --no-search --no-delivery
     python -m bench.run --only-delivery --runs 1   # only the delivery section, about 3.5 minutes
+    python -m bench.run --configs '' --no-delivery --articles 50   # capacities: memory, naive, Socket.IO
 
 Results: ``bench/results/<time>.json`` (every run) and a Markdown table appended to
 ``docs/benchmarks.md`` (medians per configuration). See that file for what each column means.
@@ -24,7 +25,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from bench import delivery, loadgen, servers
+from bench import delivery, loadgen, peer_seed, servers
 from bench.servers import CONFIGS, Config, Servers
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -603,6 +604,8 @@ def markdown(report: dict) -> str:
             api = (f"{small['p50_ms']:.1f} → {large:.1f} ({large / small['p50_ms']:.1f}×)"
                    if small and large else "–")
             lines.append(f"| {name} | {shown} | {fmt(found['first_failure'], 0)} | {ratio} | {api} |")
+    if report.get("peer_seed"):
+        lines += peer_seed.markdown(report["peer_seed"], report["searches"].get("memory"), a["p99_limit"])
     if report.get("delivery"):
         lines += delivery_markdown(report["delivery"], a["runs"])
     if report.get("notes"):
@@ -653,6 +656,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="readers connected per second during a search step's ramp")
     parser.add_argument("--bisect", type=int, help="bisection steps after the first failure")
     parser.add_argument("--p99-limit", type=float, default=1.5, help="seconds")
+    parser.add_argument("--peer-seed", action=argparse.BooleanOptionalAction, default=None,
+                        help="search the Socket.IO design's capacity too, with its rig (bench/peer_seed.py; "
+                        "default: with --search, skipped and said so when Node, npm, the rig or Redis is missing)")
+    parser.add_argument("--peer-seed-dir", default=None,
+                        help="the rig (default: $SEED_SOCKETIO_DIR, else ../shared/peers/seed-socketio)")
     parser.add_argument("--idle-probe", type=int,
                         help="also connect this many idle readers to measure RSS per connection")
     parser.add_argument("--idle-configs", default="memory,redis-2,uvicorn,uvicorn-wsproto",
@@ -767,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
             report["delivery"] = run_delivery(args, db_url, all_pks, notes, redis_ok)
         for name in [n for n in args.search.split(",") if n]:
             report["searches"][name] = search(CONFIGS[name], args, db_url, pks)
+        # By default beside our capacity search (skipped, with why, when the rig cannot run here).
+        if not args.only_delivery and (args.peer_seed or (args.peer_seed is None and args.search)):
+            report["peer_seed"] = peer_seed.capacity(args)
     report["elapsed_s"] = round(time.monotonic() - clock)
     delivery_runs = report["delivery"]["runs"] if report["delivery"] else []
     generator_bound = [r["label"] for r in report["runs"] + delivery_runs if (r["generator_cpu_util"] or 0) > 0.9]
