@@ -141,6 +141,15 @@ bench: install
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.redis_cost
 
+# Soak (bench/soak.py, docs/benchmarks.md "Soak"): one Daphne process on Redis at half its capacity
+# (750 readers) with churn for 60 minutes; the server's RSS and CPU, the run's Redis keys and the
+# reading sessions in the database are read every minute, their slopes judged flat or not and
+# appended to docs/benchmarks.md. Not run by CI. Shorter: `make soak SOAK_ARGS="--minutes 10"`.
+SOAK_ARGS ?=
+.PHONY: soak
+soak: install
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; $(VENV)/bin/python -m bench.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) $(HOSTS_VENV) .venv-django42 .venv-django60 dist tests/js/node_modules .pytest_cache .hypothesis .ruff_cache staticfiles .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

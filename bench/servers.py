@@ -46,6 +46,7 @@ CONFIGS = {
     config.name: config
     for config in (
         Config("memory", "1 Daphne process, in-memory store and channel layer"),
+        Config("redis-1", "1 Daphne process, Redis store and channel layer", redis=True),  # the soak's
         Config("redis-2", "2 Daphne processes, Redis store and channel layer", processes=2, redis=True),
         Config(
             "uvicorn",
@@ -97,6 +98,14 @@ def prepare_database(directory: Path, articles: int) -> tuple[str, list[int]]:
     """Migrate a fresh SQLite database and add articles up to ``articles``; its URL and article pks."""
     path = Path(directory) / "bench.sqlite3"
     url = f"sqlite:///{path}"
+    seed_database(url, articles)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        pks = [row[0] for row in db.execute("SELECT id FROM blog_article ORDER BY id")]
+    return url, pks[:articles]
+
+
+def seed_database(url: str, articles: int) -> None:
+    """Migrate the database at ``url`` (any backend) and add articles up to ``articles``."""
     env = base_env("bench.settings", url, "presence-bench-migrate", None)
     manage = [sys.executable, "manage.py"]
     quiet = dict(cwd=ROOT, env=env, check=True, capture_output=True, text=True)
@@ -108,9 +117,6 @@ def prepare_database(directory: Path, articles: int) -> tuple[str, list[int]]:
         " body='Benchmark article.') for i in range(max(missing, 0)))\n"
     )
     subprocess.run([*manage, "shell", "-v", "0", "-c", script], timeout=120, **quiet)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        pks = [row[0] for row in db.execute("SELECT id FROM blog_article ORDER BY id")]
-    return url, pks[:articles]
 
 
 def cpu_seconds(pid: int) -> float:
