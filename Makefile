@@ -132,7 +132,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Benchmark (bench/, docs/benchmarks.md): starts its own servers, about 17 minutes at the default
+# Benchmark (bench/, docs/benchmarks.md): starts its own servers, about 19 minutes (21 with Node) at the default
 # scale; `make bench BENCH_ARGS="--scale full"` for the 10,000-reader targets (about an hour).
 # Each connection is a file descriptor: lift the limit as far as allowed.
 BENCH_ARGS ?=

@@ -1,6 +1,6 @@
 """Run the benchmark: scenarios on every configuration, a capacity search, and the report.
 
-    python -m bench.run                       # default scale, about 17 minutes (make bench)
+    python -m bench.run                       # default scale, about 19 minutes (make bench)
     python -m bench.run --scale full          # 10,000 readers, longer runs
     python -m bench.run --configs memory --runs 1 --readers 300 --no-search --no-delivery
     python -m bench.run --only-delivery --runs 1   # only the delivery section, about 3.5 minutes
@@ -25,7 +25,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from bench import delivery, loadgen, peer_seed, servers
+from bench import delivery, layer_traffic, loadgen, peer_seed, servers
 from bench.servers import CONFIGS, Config, Servers
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -119,9 +119,9 @@ def run_once(config: Config, readers: int, args, db_url: str, pks: list[int], la
             loadgen_sleep(idle_at)
             rss_idle = group.rss_kib()
             loadgen_sleep(window[0])
-            cpu_start = group.cpu_seconds()
+            cpu_start, layer_start = group.cpu_seconds(), group.layer_counts()
             loadgen_sleep(window[1])
-            cpu_end, rss_end = group.cpu_seconds(), group.rss_kib()
+            cpu_end, rss_end, layer_end = group.cpu_seconds(), group.rss_kib(), group.layer_counts()
             api_ms = None
             if api and config.api:
                 loadgen_sleep(end_at + min(1.0, settle / 2))
@@ -135,6 +135,7 @@ def run_once(config: Config, readers: int, args, db_url: str, pks: list[int], la
             time.sleep(2.0)
             rss_idle = rss_end = group.rss_kib()
             cpu_start = cpu_end = 0.0
+            layer_start = layer_end = None
             api_ms = servers.api_latency(group.http_url, args.api_requests) if api and config.api else None
             run_errors = group.errors_logged()
             stop.set()
@@ -159,7 +160,9 @@ def run_once(config: Config, readers: int, args, db_url: str, pks: list[int], la
         config, readers, results, label=label, window=window, ramp=ramp,
         server={"cpu": cpu_end - cpu_start, "rss_base": rss_base, "rss_idle": rss_idle, "rss_end": rss_end,
                 "alive": alive, "errors": run_errors[:20], "teardown_errors": teardown_errors[:20],
-                "api": api_ms, "ready": ready == len(processes)},
+                "api": api_ms, "ready": ready == len(processes),
+                "layer_per_s": layer_end and {key: (layer_end[key] - layer_start[key]) / (window[1] - window[0])
+                                              for key in layer_end}},
         tick=args.tick, workers=workers, client_cpus=len(args.client_cpus or []) or os.cpu_count(),
     )
 
@@ -276,6 +279,7 @@ def summarize(config: Config, readers: int, results: list[dict], *, label: str, 
         "rss_kib": {"base": server["rss_base"], "idle": server["rss_idle"], "end": server["rss_end"]},
         "rss_kib_per_conn": rnd((server["rss_idle"] - server["rss_base"]) / idle_tabs, 1) if idle_tabs else None,
         "api_online_ms": server["api"],
+        "layer_per_s": server.get("layer_per_s"),
         "generator_cpu_util": rnd(generator_cpu / seconds / max(1, min(workers, client_cpus)), 3),
     }
 
@@ -606,6 +610,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {shown} | {fmt(found['first_failure'], 0)} | {ratio} | {api} |")
     if report.get("peer_seed"):
         lines += peer_seed.markdown(report["peer_seed"], report["searches"].get("memory"), a["p99_limit"])
+    if report.get("layer_traffic"):
+        lines += layer_traffic.markdown(report["layer_traffic"])
     if report.get("delivery"):
         lines += delivery_markdown(report["delivery"], a["runs"])
     if report.get("notes"):
@@ -661,6 +667,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default: with --search, skipped and said so when Node, npm, the rig or Redis is missing)")
     parser.add_argument("--peer-seed-dir", default=None,
                         help="the rig (default: $SEED_SOCKETIO_DIR, else ../shared/peers/seed-socketio)")
+    parser.add_argument("--layer-traffic", action=argparse.BooleanOptionalAction, default=True,
+                        help="channel-layer messages per second at 2, 4 and 8 processes on Redis "
+                        "(bench/layer_traffic.py)")
+    parser.add_argument("--layer-readers", type=int, default=400, help="readers of the layer traffic runs")
     parser.add_argument("--idle-probe", type=int,
                         help="also connect this many idle readers to measure RSS per connection")
     parser.add_argument("--idle-configs", default="memory,redis-2,uvicorn,uvicorn-wsproto",
@@ -720,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         names, args.search, args.idle_probe = [], "", 0
     needs_redis = {"redis-2", "naive"}
     redis_ok = True
-    if (not args.no_delivery or any(CONFIGS[n].redis or n in needs_redis for n in names)) \
+    if (not args.no_delivery or args.layer_traffic or any(CONFIGS[n].redis or n in needs_redis for n in names)) \
             and not redis_reachable(args.redis_url):
         redis_ok = False
         skipped = sorted(n for n in names if CONFIGS[n].redis or n in needs_redis)
@@ -778,6 +788,11 @@ def main(argv: list[str] | None = None) -> int:
         # By default beside our capacity search (skipped, with why, when the rig cannot run here).
         if not args.only_delivery and (args.peer_seed or (args.peer_seed is None and args.search)):
             report["peer_seed"] = peer_seed.capacity(args)
+        if args.layer_traffic and not args.only_delivery:
+            if redis_ok:
+                report["layer_traffic"] = layer_traffic.run(args, db_url, pks, run_once, log)
+            else:
+                notes.append("Layer traffic: Redis unreachable, skipped.")
     report["elapsed_s"] = round(time.monotonic() - clock)
     delivery_runs = report["delivery"]["runs"] if report["delivery"] else []
     generator_bound = [r["label"] for r in report["runs"] + delivery_runs if (r["generator_cpu_util"] or 0) > 0.9]

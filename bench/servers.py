@@ -7,6 +7,7 @@ Each configuration names an ASGI application and a settings module, so the naive
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -226,6 +227,18 @@ class Servers:
 
     def rss_kib(self) -> int:
         return sum(rss_kib(p.proc.pid) for p in self.processes)
+
+    def layer_counts(self) -> dict[str, int] | None:
+        """Channel-layer messages sent and received so far, summed over the processes (None: not
+        counted, ``BENCH_COUNT_LAYER`` unset)."""
+        if not self.config.env.get("BENCH_COUNT_LAYER"):
+            return None
+        total = {"sent": 0, "received": 0}
+        for process in self.processes:
+            with urllib.request.urlopen(process.http_url + "/bench/layer/", timeout=10) as response:
+                for key, value in json.load(response).items():
+                    total[key] += value
+        return total
 
     def errors_logged(self) -> list[str]:
         """Errors and tracebacks in the servers' output (a crash shows here, not only as closes)."""

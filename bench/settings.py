@@ -27,3 +27,8 @@ if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):
 if "CACHES" in globals():
     CACHES = copy.deepcopy(CACHES)  # noqa: F405
     CACHES["default"]["KEY_PREFIX"] = f"{_prefix}-cache"
+
+# The "Layer traffic" section counts each process's channel-layer messages (bench/layer_counts.py).
+if os.environ.get("BENCH_COUNT_LAYER") and CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):
+    CHANNEL_LAYERS["default"]["BACKEND"] = "bench.layer_counts.CountingRedisChannelLayer"
+    ROOT_URLCONF = "bench.urls"
