@@ -40,6 +40,7 @@ from presence.membership import (
     ReleaseOnline,
     claim_key,
 )
+from presence.online_count import OnlineCount
 from presence.outbox import Batch, Frame, Outbox
 from presence.pacing import Pacing
 from presence.ranking_feed import RankingFeed
@@ -84,11 +85,8 @@ class Hub:
         self.by_reader = self.members.by_reader
         self.rooms = self.members.rooms
         self.channel: str | None = None
-        self.online_value: int | None = None
-        self._fresh: list[Connection] = []
+        self.online = OnlineCount()  # the site-wide count as the connections know it
         self._next_online = 0.0
-        self._online_sent_at = float("-inf")
-        self._online_read: int | None = None  # the count at the tick loop's last check
         self.pacing = pacing or Pacing(
             app_settings.TICK, app_settings.COALESCE_WINDOW, clock=clock, aligned=self.store.spans_processes
         )
@@ -315,9 +313,8 @@ class Hub:
             online = await self.store.online()
         except Exception:
             logger.warning("presence hub: online count unavailable", exc_info=True)
-            online = max(self.online_value or 0, len(self.by_reader))
-        conn.online_sent = online
-        self._fresh.append(conn)
+            online = max(self.online.value or 0, len(self.by_reader))
+        self.online.greeted(conn, online)
         return online
 
     async def unregister(self, conn: Connection, reason: str, at_ms: int | None = None) -> None:
@@ -355,14 +352,14 @@ class Hub:
                     admission, (app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP)
                 )
             if conn.gone:  # closed while its address was counted again
-                return self.online_value or 0
+                return self.online.value or 0
             carried = self.members.positions(conn)
             left = self.members.leave_all(conn, events.IDENTIFY, self.now_ms())
             released = self._perform(left + self.members.release_online(conn), until_written=True)
             self.members.rekey(conn, new_identity)
             await released  # the old reader gone first (its sessions ended): no count shows both
             if conn.gone:
-                return self.online_value or 0
+                return self.online.value or 0
             claims = self.members.claim_online(conn)
             for room, old in carried.items():
                 claims += self.members.join(conn, room, self.now_ms(), position=old.position, name=old.name)
@@ -617,33 +614,18 @@ class Hub:
                 logger.debug("presence hub: send failed", exc_info=True)
 
     async def _check_online(self) -> None:
-        """Send the site-wide count once it changed and held for two reads (a departure and an
-        arrival a moment apart change nothing), unless an `online` frame went out less than
-        ``PRESENCE_ONLINE_INTERVAL`` ago (then a later check sends it)."""
+        """The loop's reading of the site-wide count, sent when ``OnlineCount.settled`` says so."""
         async with self._tick_lock:
             value = await self.store.online()
-            read_before, self._online_read = self._online_read, value
-            if value != self.online_value:
-                if value != read_before or self.clock() < self._online_sent_at + app_settings.ONLINE_INTERVAL:
-                    return
-            await self._send_online(value)
+            if self.online.settled(value, self.clock(), app_settings.ONLINE_INTERVAL):
+                await self._send_online(value)
 
     async def _send_online(self, value: int | None = None) -> None:
         """Send the site-wide count (read now if not given) to the connections that were sent
         another value, or only to those that just said ``hello`` if it did not change."""
-        fresh, self._fresh = self._fresh, []
         if value is None:
             value = await self.store.online()
-        changed = value != self.online_value
-        # online_sent is None until the connection's `hello` (which carries the count) is on its
-        # way: an `online` frame must never overtake it (docs/reliability.md, guarantee 5).
-        stale = [c for c in (self.connections if changed else fresh)
-                 if c.online_sent is not None and c.online_sent != value and not c.gone]
-        for conn in stale:
-            conn.online_sent = value
-        self.online_value = value
-        if changed:
-            self._online_sent_at = self.clock()
+        stale, changed = self.online.recipients(value, self.connections, self.clock())
         await self._fan_out(stale, protocol.dumps(protocol.online(value)))
         if changed:
             await events.emit(events.OnlineCounted(value, self.now_ms()))
