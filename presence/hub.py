@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 
-from presence import addresses, events, identity, live, protocol, rooms
+from presence import events, live, protocol, rooms
+from presence.admissions import Admissions
 from presence.conf import app_settings
-from presence.connections import Admission, Connection, TooManyConnections
+from presence.connections import Admission, Connection
 from presence.errors import TooManyRooms, Unavailable
 from presence.local_rooms import LocalRoom
 from presence.membership import (
@@ -102,8 +103,7 @@ class Hub:
         self._leaving: set[asyncio.Future] = set()
         self._in_order = Sequencer()  # claims, releases and group changes, in the order decided
         self._closing: Closing | None = None  # set once a shutdown began
-        # (address key, site reader id) -> connections of this process counted by ``admit``.
-        self.admitted: dict[tuple[str, str], int] = {}
+        self.admissions = Admissions(self.store)  # the per-address caps
         # Live ranking subscriptions (docs/protocol.md, "Live ranking").
         self.ranking_feed = RankingFeed()
         self._next_ranking = 0.0
@@ -242,52 +242,17 @@ class Hub:
 
     # -- connections ------------------------------------------------------------------
     async def admit(self, address: str | None, identity_: str) -> Admission | None:
-        """Count a new connection of ``identity_`` from client ``address`` against the caps
-        ``PRESENCE_MAX_READERS_PER_IP`` (distinct identities) and ``PRESENCE_MAX_CONNECTIONS_PER_IP``,
-        site-wide through the store. Returns what to hand to ``register`` and ``dismiss`` (None:
-        not counted, no cap or no address known); raises TooManyConnections over a cap. A store
-        outage admits (counted here; the next heartbeat writes it to the store). A connection whose
-        address a header claims and no trusted proxy vouches for (``addresses.UNVERIFIED``) is refused."""
-        caps = app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP
-        if not address or caps == (None, None):
-            return None
-        if address == addresses.UNVERIFIED:
-            # Counted in a bucket of its own, such a connection would be an allowance beyond its
-            # address's: refused, so one client holds at most the cap (docs/security.md).
-            raise TooManyConnections("the client address cannot be verified (PRESENCE_TRUSTED_PROXIES)")
-        await self.start()  # its first heartbeat connects the store before a burst of handshakes
-        admission = Admission(addresses.address_key(address), identity.reader_id(identity_))
-        await self._count_in(admission, caps)
+        """Count a new connection against its address's caps (presence/admissions.py). Returns what
+        to hand to ``register`` and ``dismiss``; raises TooManyConnections over a cap."""
+        admission = self.admissions.ticket(address, identity_)
+        if admission is not None:
+            await self.start()  # its first heartbeat connects the store before a burst of handshakes
+            await self.admissions.admit(admission)
         return admission
-
-    async def _count_in(self, admission: Admission, caps: tuple[int | None, int | None]) -> None:
-        pair = (admission.address, admission.reader)
-        self.admitted[pair] = self.admitted.get(pair, 0) + 1  # before the await: a beat meanwhile keeps it
-        try:
-            counted = await self.store.admit(admission.address, admission.reader, *caps)
-        except Exception:
-            logger.warning("presence hub: address caps unavailable; admitted, the next heartbeat counts it",
-                           exc_info=True)
-            counted = True
-        if not counted:
-            self._uncount(pair)
-            admission.open = False
-            raise TooManyConnections("too many readers or connections from one address")
-
-    def _uncount(self, pair: tuple[str, str]) -> None:
-        left = self.admitted.get(pair, 0) - 1
-        if left > 0:
-            self.admitted[pair] = left
-        else:
-            self.admitted.pop(pair, None)
 
     async def dismiss(self, admission: Admission | None) -> None:
         """A connection counted by ``admit`` closed (safe to call twice)."""
-        if admission is None or not admission.open:
-            return
-        admission.open = False
-        self._uncount((admission.address, admission.reader))
-        await self._store(self.store.dismiss(admission.address, admission.reader), quiet=True)
+        await self.admissions.dismiss(admission)
 
     async def register(
         self,
@@ -344,13 +309,7 @@ class Hub:
         Raises TooManyConnections, changing nothing else, when its address has no room for
         another reader (the caller closes the connection)."""
         if new_identity != conn.identity:
-            admission = conn.admission
-            if admission is not None and admission.open:
-                await self.dismiss(admission)
-                admission.reader, admission.open = identity.reader_id(new_identity), True
-                await self._count_in(
-                    admission, (app_settings.MAX_READERS_PER_IP, app_settings.MAX_CONNECTIONS_PER_IP)
-                )
+            await self.admissions.readmit(conn.admission, new_identity)
             if conn.gone:  # closed while its address was counted again
                 return self.online.value or 0
             carried = self.members.positions(conn)
@@ -663,8 +622,8 @@ class Hub:
         self._next_beat = self.clock() + app_settings.PROCESS_HEARTBEAT
         online = list(self.by_reader)
         claims = self.members.claims()
-        admitted = [(address, reader, n) for (address, reader), n in self.admitted.items()]
-        gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims, admitted)
+        gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims,
+                                          self.admissions.held())
         # A reader that left while the beat was on its way may have been claimed again by it,
         # after its own release: drop those claims too, or it would stay forever (docs/reliability.md, guarantee 5).
         self._unreleased.update((None, rid) for rid in online if not self.members.holds(None, rid))

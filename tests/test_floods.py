@@ -167,7 +167,7 @@ async def test_distinct_readers_per_address_are_capped_and_released(hub, connect
         assert ok_other  # another address has its own allowance
         await a3.disconnect()  # the refused one's disconnect frees nothing it never held
         assert await hub.store.admitted(key) == (2, 3)
-        assert not any("10.0.0" in k for k, _ in hub.admitted)  # only keyed hashes are kept
+        assert not any("10.0.0" in k for k, _ in hub.admissions.counted)  # only keyed hashes are kept
 
         await a2.disconnect()  # a reader's slot comes back when its last connection closes
         ok4, a4 = await connect_from("10.0.0.1", "readerthree")
@@ -175,7 +175,7 @@ async def test_distinct_readers_per_address_are_capped_and_released(hub, connect
         assert (await a4.receive_json_from())["type"] == "hello"
         for client in (a1, tab, a4, other):
             await client.disconnect()
-    assert hub.admitted == {} and await hub.store.admitted(key) == (0, 0)
+    assert hub.admissions.counted == {} and await hub.store.admitted(key) == (0, 0)
 
 
 async def test_connections_per_address_are_capped(hub, connect_from):
@@ -265,13 +265,13 @@ async def test_a_flooder_closed_with_4008_frees_its_slot(hub, connect_from, cloc
         await flooder.disconnect()  # its disconnect does not free the slot a second time
         assert not (await connect_from("10.0.0.3"))[0]
         await again.disconnect()
-    assert hub.admitted == {}
+    assert hub.admissions.counted == {}
 
 
 async def test_a_connection_without_a_client_address_is_not_counted(hub, connect_from):
     with override_settings(PRESENCE_MAX_CONNECTIONS_PER_IP=1, PRESENCE_MAX_READERS_PER_IP=1):
         clients = [await connect_from(None, session=f"unixsocket0{n}") for n in range(3)]
         assert all(ok for ok, _ in clients)
-        assert hub.admitted == {}
+        assert hub.admissions.counted == {}
         for _, client in clients:
             await client.disconnect()
