@@ -425,7 +425,7 @@ async def test_heartbeat_restores_everything_after_data_loss(store_factory):
     assert await a.online() == 2
 
 
-# -- per-address caps (presence/hub.py ``admit``) -----------------------------------------------
+# -- per-address caps (presence/admissions.py) --------------------------------------------------
 
 
 async def test_admit_caps_distinct_readers_of_an_address_across_procs(store_factory):
