@@ -13,8 +13,6 @@ import argparse
 
 from bench.servers import Config
 
-PROCESSES = (2, 4, 8)
-
 
 def config(processes: int) -> Config:
     return Config(f"redis-{processes}-counted", f"{processes} Daphne processes, Redis store and layer, "
@@ -22,9 +20,10 @@ def config(processes: int) -> Config:
 
 
 def run(args: argparse.Namespace, db_url: str, pks: list[int], run_once, log) -> dict:
-    """One run per process count, ``args.layer_readers`` readers, the bench's workload otherwise."""
+    """One run per process count (``args.layer_processes``), ``args.layer_readers`` readers, the
+    bench's workload otherwise."""
     rows = []
-    for processes in PROCESSES:
+    for processes in args.layer_processes:
         try:
             result = run_once(config(processes), args.layer_readers, args, db_url, pks, f"layer-{processes}",
                               ramp=args.ramp, duration=args.duration, settle=args.settle, api=False)

@@ -671,6 +671,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="channel-layer messages per second at 2, 4 and 8 processes on Redis "
                         "(bench/layer_traffic.py)")
     parser.add_argument("--layer-readers", type=int, default=400, help="readers of the layer traffic runs")
+    parser.add_argument("--layer-processes", type=lambda text: [int(n) for n in text.split(",")], default=[2, 4, 8],
+                        help="process counts of the layer traffic runs, e.g. 2,4,8")
     parser.add_argument("--idle-probe", type=int,
                         help="also connect this many idle readers to measure RSS per connection")
     parser.add_argument("--idle-configs", default="memory,redis-2,uvicorn,uvicorn-wsproto",
