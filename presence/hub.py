@@ -2,12 +2,11 @@
 ``presence.outbox`` (what is due) decide, with coalesced fan-out, liveness and shutdown.
 
 One hub per server process (per event loop). Consumers register their connection with
-it; the hub, not each consumer, is the member of the channel layer's one group of hubs. When a
-room's pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per
-room per tick), the hub writes the pending progress to the store in one call, sends one
-message carrying every due room's changes to the group of hubs (so other processes learn of
-them: the layer's traffic grows with processes, not with rooms), and sends each room's frame,
-encoded once, directly to its local readers. Sending through the channel layer per consumer
+it; the hub, not each consumer, is on the channel layer (``presence.hub_link``). When a room's
+pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per room per
+tick), the hub writes the pending progress to the store in one call, sends every due room's
+changes to the other processes in one message, and sends each room's frame, encoded once,
+directly to its local readers. Sending through the channel layer per consumer
 measured 5-8x the CPU of this direct send.
 """
 
@@ -29,6 +28,7 @@ from presence.admissions import Admissions
 from presence.conf import app_settings
 from presence.connections import Admission, Connection
 from presence.errors import TooManyRooms, Unavailable
+from presence.hub_link import HubLink
 from presence.local_rooms import LocalRoom
 from presence.membership import (
     Changed,
@@ -51,11 +51,6 @@ from presence.store import Reader, RoomState, Store, get_store, process_id
 
 logger = logging.getLogger(__name__)
 
-BATCH = "presence.batch"
-# The channel-layer group of every process's hub: one message per flush, whatever the rooms, reaches
-# every process, and each takes the rooms it holds. (A group per room cost a message per changed
-# room to every process holding it: rooms x processes^2 deliveries per tick.)
-HUBS_GROUP = "presence.hubs"
 
 # Seconds between reads of the site-wide count from the store (at the same wall-clock moments on
 # every process): a change that holds for two reads reaches every process's readers within two of
@@ -78,14 +73,14 @@ class Hub:
     ):
         self.clock = clock  # wall-clock seconds: reader times are compared across processes
         self.store = store or get_store()
-        self.layer = get_channel_layer(layer_alias or app_settings.CHANNEL_LAYER)
         self.proc = self.store.proc if store else process_id()
+        # The other processes' hubs, through the channel layer (presence/hub_link.py).
+        self.link = HubLink(get_channel_layer(layer_alias or app_settings.CHANNEL_LAYER), self.proc)
         self.autotick = autotick
         self.members = Membership(self.proc)  # who is here: the decisions, as effects this hub performs
         self.connections = self.members.connections
         self.by_reader = self.members.by_reader
         self.rooms = self.members.rooms
-        self.channel: str | None = None
         self.online = OnlineCount()  # the site-wide count as the connections know it
         self._next_online = 0.0
         self.pacing = pacing or Pacing(
@@ -123,10 +118,8 @@ class Hub:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
-                if self.layer is not None:
-                    self.channel = await self.layer.new_channel("presence-hub")
-                    await self._group("group_add")  # before any join reads a room's state
-                    self._tasks.append(asyncio.create_task(self._receive_loop()))
+                if await self.link.open():
+                    self._tasks.append(asyncio.create_task(self.link.receive(self._merge_remote)))
                 self._next_checkpoint = self.clock() + app_settings.CHECKPOINT_SECONDS
                 with contextlib.suppress(Exception):
                     await self._beat()
@@ -221,24 +214,6 @@ class Hub:
             except Exception:
                 logger.exception("presence hub: flush failed")
                 await asyncio.sleep(self.pacing.shortest)
-
-    async def _receive_loop(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-                delay = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("presence hub: channel layer receive failed; retrying in %.1fs", delay, exc_info=True)
-                await asyncio.sleep(delay)
-                # At most a second: a Redis back from a restart must carry other processes'
-                # batches again within a tick or so, not after a long backoff.
-                delay = min(delay * 2, 1.0)
-                continue
-            if message.get("type") == BATCH and message.get("origin") != self.proc:
-                self._merge_remote(message)
 
     # -- connections ------------------------------------------------------------------
     async def admit(self, address: str | None, identity_: str) -> Admission | None:
@@ -499,7 +474,7 @@ class Hub:
         frames, batches = self.outbox.take(self.rooms, self.clock(), force)
         if batches:  # every room with progress to store has a batch pending: written with the first
             await self._store_progress()
-            await self._publish(batches)
+            await self.link.publish(batches)
         if frames:
             await self._send_frames(frames)
 
@@ -545,21 +520,9 @@ class Hub:
         states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
         return {room: s.histogram for room, s in zip(rooms_, states, strict=True) if isinstance(s, RoomState)}
 
-    async def _publish(self, batches: list[Batch], origin: str | None = None) -> None:
-        """Tell every process's hub, in one message, what changed in these rooms here. Its own
-        receive loop skips a message of its ``origin``: departures it must hear too go with another."""
-        if self.layer is None or not batches:
-            return
-        message = {"type": BATCH, "origin": origin or self.proc,
-                   "rooms": [[room, updates, sorted(left)] for room, updates, left in batches]}
-        try:
-            await self._layer_call("group_send", HUBS_GROUP, message)
-        except Exception:
-            logger.warning("presence hub: could not publish the changes of %d rooms", len(batches), exc_info=True)
-
-    def _merge_remote(self, message: dict) -> None:
+    def _merge_remote(self, batches: list) -> None:
         """Another process's batches: those of the rooms held here wait for their next frame."""
-        for room, updates, left in message.get("rooms", ()):
+        for room, updates, left in batches:
             local = self.rooms.get(room)
             if local is not None:
                 local.merge_remote(updates, left)
@@ -639,30 +602,12 @@ class Hub:
         for local in self.rooms.values():
             self._changed(local)
         await self._retry_releases()
-        await self._group("group_add")  # refresh before the layer's group expiry
+        await self.link.join()  # again before the layer's group expiry
         await self._announce_departures(gone)
         if gone:
             logger.info("presence hub: removed %d readers of dead processes", len(gone))
 
     # -- helpers ------------------------------------------------------------------------
-    async def _group(self, op: str) -> None:
-        """Join (or leave) the group of hubs; the heartbeat joins again after a failure."""
-        if self.layer is None or self.channel is None:
-            return
-        try:
-            await self._layer_call(op, HUBS_GROUP, self.channel)
-        except Exception:
-            logger.warning("presence hub: %s %s failed", op, HUBS_GROUP, exc_info=True)
-
-    async def _layer_call(self, op: str, *args) -> None:
-        """A channel-layer call, tried twice: the first use of a pooled connection that a Redis
-        restart broke fails once, and a lost group_add or batch is not repaired before the next
-        heartbeat or change (docs/reliability.md, guarantee 3)."""
-        try:
-            await getattr(self.layer, op)(*args)
-        except Exception:
-            await getattr(self.layer, op)(*args)
-
     async def _release(self, room: str | None, reader_id: str) -> bool | None:
         """Drop this process's claim on a reader online (room None) or in a room. A claim
         the store could not drop is retried each heartbeat until it is, so an outage never
@@ -691,7 +636,7 @@ class Hub:
 
     async def _announce_departures(self, gone: Iterable[tuple[str, str]]) -> None:
         """Tell every hub with readers in these rooms (this one too) that these readers left."""
-        await self._publish(_departures(gone), origin="departures:" + self.proc)
+        await self.link.publish(_departures(gone), origin="departures:" + self.proc)
 
     async def _store(self, call: Awaitable, quiet: bool = False):
         """Await a store call; a store outage becomes ``Unavailable`` (or None when quiet)."""
@@ -734,8 +679,8 @@ class Hub:
             logger.warning("presence hub: claims not released; other processes reap them", exc_info=True)
             gone = []
         # With the departures of rooms forgotten here that the stopped flush loop did not send.
-        await self._publish([(room, [], left) for room, left in self.outbox.departed.items()] + _departures(gone))
-        await self._group("group_discard")  # the others' batches no longer pile up for this process
+        await self.link.publish([(room, [], left) for room, left in self.outbox.departed.items()] + _departures(gone))
+        await self.link.leave()
         # Together: the recorder writes whatever arrived while it wrote, in one transaction.
         await asyncio.gather(*(self._emit_in_order(event) for event in closing.ended))  # each after its start
         await self.settled()

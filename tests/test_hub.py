@@ -128,13 +128,13 @@ async def test_one_flush_reaches_the_other_process_in_one_message_whatever_the_r
     for watcher in watchers:
         watcher.frames.clear()
     sent = []
-    group_send = a.layer.group_send
+    group_send = a.link.layer.group_send
 
     async def counted(group, message):
         sent.append(message)
         await group_send(group, message)
 
-    a.layer.group_send = counted
+    a.link.layer.group_send = counted
     clock.advance(1.0)
     for room, writer in zip(rooms, writers, strict=True):
         a.progress(writer, room, 0.5, None)
