@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import servers
+from bench.search import bracket
 from tests.support.servers import ServerProcess
 
 NAME = "seed-socketio"
@@ -270,33 +271,6 @@ def passes(result: dict, limit: float) -> bool:
 
 
 # -- the capacity search ------------------------------------------------------------------------
-
-
-def bracket(step, start: int, maximum: int, bisect: int) -> tuple[int | None, int | None]:
-    """``bench.run.search``'s walk: (largest passing, smallest failing) reader counts seen."""
-    passed, failed = None, None
-    n = start
-    while n <= maximum:  # up from the start, doubling
-        if step(n):
-            passed, n = n, n * 2
-        else:
-            failed = n
-            break
-    while passed is None and failed // 2 >= 10:  # or down, halving, when the start already fails
-        n = failed // 2
-        if step(n):
-            passed = n
-        else:
-            failed = n
-    for _ in range(bisect):
-        if passed is None or failed is None or failed - passed <= max(10, passed // 20):
-            break
-        middle = (passed + failed) // 2
-        if step(middle):
-            passed = middle
-        else:
-            failed = middle
-    return passed, failed
 
 
 def search(args, work: Path) -> dict:

@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bench import delivery, layer_traffic, loadgen, peer_seed, servers
+from bench.search import bracket
 from bench.servers import CONFIGS, Config, Servers
 
 RESULTS = servers.ROOT / "bench" / "results"
@@ -362,28 +363,7 @@ def search(config: Config, args, db_url: str, pks: list[int]) -> dict:
             f"errors {result['error_count']}, {'pass' if ok else 'FAIL'}")
         return ok
 
-    passed, failed = None, None
-    n = args.search_start
-    while n <= args.search_max:  # up from the start, doubling
-        if step(n):
-            passed, n = n, n * 2
-        else:
-            failed = n
-            break
-    while passed is None and failed // 2 >= 10:  # or down, halving, when the start already fails
-        n = failed // 2
-        if step(n):
-            passed = n
-        else:
-            failed = n
-    for _ in range(args.bisect):
-        if passed is None or failed is None or failed - passed <= max(10, passed // 20):
-            break
-        middle = (passed + failed) // 2
-        if step(middle):
-            passed = middle
-        else:
-            failed = middle
+    passed, failed = bracket(step, args.search_start, args.search_max, args.bisect)
     return {"config": config.name, "capacity": passed, "first_failure": failed,
             "reached_max": failed is None, "steps": steps}
 

@@ -35,6 +35,7 @@ from bench.run import (
     churn_rate,
     fmt,
     loadgen_sleep,
+    log,
     machine,
     parse_cpus,
     redis_reachable,
@@ -488,10 +489,6 @@ def markdown(report: dict) -> str:
     if report["notes"]:
         lines += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ its pass rule, the search's walk and the ratio line. Pure: no Node, no server.""
 from __future__ import annotations
 
 from bench import peer_seed
+from bench.search import bracket
 
 
 def driver_report(*, p99_ms=40.0, sent=1990, skipped=0, handled=2000, since_ms=10_000, errors=None) -> dict:
@@ -68,10 +69,10 @@ def test_the_walk_doubles_then_bisects_like_the_bench_search():
         tried.append(n)
         return n <= 700
 
-    assert peer_seed.bracket(step, 100, 6400, 2) == (700, 800)
+    assert bracket(step, 100, 6400, 2) == (700, 800)
     assert tried == [100, 200, 400, 800, 600, 700]
     tried.clear()
-    assert peer_seed.bracket(step, 2500, 6400, 0) == (625, 1250)  # halving when the start fails
+    assert bracket(step, 2500, 6400, 0) == (625, 1250)  # halving when the start fails
 
 
 def test_the_ratio_says_when_a_capacity_is_only_a_bound():
