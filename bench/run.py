@@ -141,15 +141,7 @@ def run_once(config: Config, readers: int, args, db_url: str, pks: list[int], la
             run_errors = group.errors_logged()
             stop.set()
             deadline = time.time() + 120
-        while len(results) < len(processes):
-            try:
-                message = queue.get(timeout=5.0)
-            except Exception:  # queue.Empty: a worker that died without a word, or just slow
-                if time.time() > deadline or not any(p.is_alive() for p in processes):
-                    raise RuntimeError("load generator processes ended without results") from None
-                continue
-            if "ready" not in message:
-                results.append(message)
+        collect(queue, processes, results, deadline)
         for process in processes:
             process.join(30)
         alive = group.alive()
@@ -166,6 +158,20 @@ def run_once(config: Config, readers: int, args, db_url: str, pks: list[int], la
                                               for key in layer_end}},
         tick=args.tick, workers=workers, client_cpus=len(args.client_cpus or []) or os.cpu_count(),
     )
+
+
+def collect(queue, processes, results: list[dict], deadline: float) -> list[dict]:
+    """Add every load generator process's final results to ``results`` (those already in)."""
+    while len(results) < len(processes):
+        try:
+            message = queue.get(timeout=5.0)
+        except Exception:  # queue.Empty: a worker that died without a word, or just slow
+            if time.time() > deadline or not any(p.is_alive() for p in processes):
+                raise RuntimeError("load generator processes ended without results") from None
+            continue
+        if "ready" not in message:
+            results.append(message)
+    return results
 
 
 def wait_ready(queue, workers: int, deadline: float) -> tuple[int, list[dict]]:

@@ -33,6 +33,7 @@ from bench.run import (
     REPORT,
     RESULTS,
     churn_rate,
+    collect,
     fmt,
     loadgen_sleep,
     log,
@@ -268,7 +269,7 @@ class Soak:
                     if any(process.exitcode is not None for process in processes):  # an hour without load is no soak
                         raise RuntimeError(f"a load generator process ended before minute {(at - load_at) / 60:.1f}")
                 errors = group.errors_logged()  # what the clients' closing adds is teardown, reported apart
-                results += self.collect(queue, processes, len(results), end_at + args.settle + 120)
+                collect(queue, processes, results, end_at + args.settle + 120)
                 self.loadgen = self.summary(results, group, errors, window, ready == len(processes))
             finally:
                 for process in processes:
@@ -328,21 +329,6 @@ class Soak:
                 f"({s.get('stale_sessions', '–')} stale, read at {s.get('db_t_min', '–')} min"
                 f"{'' if s.get('db_aligned') else ', not after a checkpoint'}), rows {s.get('rows', '–')}, "
                 f"errors logged {s['errors_logged']}")
-
-    @staticmethod
-    def collect(queue, processes, have: int, deadline: float) -> list[dict]:
-        """The workers' final results (as run.run_once waits for them)."""
-        results = []
-        while have + len(results) < len(processes):
-            try:
-                message = queue.get(timeout=5.0)
-            except Exception:  # queue.Empty: a worker that died without a word, or just slow
-                if time.time() > deadline or not any(p.is_alive() for p in processes):
-                    raise RuntimeError("load generator processes ended without results") from None
-                continue
-            if "ready" not in message:
-                results.append(message)
-        return results
 
     def summary(self, results: list[dict], group: Servers, errors: list[str], window: tuple[float, float],
                 ready: bool) -> dict | None:
