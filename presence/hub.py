@@ -96,7 +96,7 @@ class Hub:
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
-        self._in_order = Sequencer()  # claims, releases and group changes, in the order decided
+        self._in_order = Sequencer()  # claims and releases, in the order decided
         self._closing: Closing | None = None  # set once a shutdown began
         self.admissions = Admissions(self.store)  # the per-address caps
         # Live ranking subscriptions (docs/protocol.md, "Live ranking").
@@ -303,10 +303,11 @@ class Hub:
     def _perform(self, effects: list, until_written: bool = False) -> Awaitable:
         """Run each of ``self.members``' effects after the calls decided before it for its key (one
         reader's calls reach the store in the order decided: ``Sequencer``). What is returned completes
-        when what the caller answers for is done: claims, releases and the group a join entered, and,
-        ``until_written``, the receivers of the sessions' end events (the history's database write: a
-        closing or re-identified connection's; a `leave` frame does not hold up the next frames for it).
-        Awaiting it may be cancelled; the calls go on: they were decided."""
+        when what the caller answers for is done: claims and releases, and, ``until_written``, the
+        receivers of the sessions' end events (the history's database write: a closing or re-identified
+        connection's; a `leave` frame does not hold up the next frames for it). Awaiting it may be
+        cancelled; the calls go on: they were decided. ``Opened`` and ``Publish`` make no call: the
+        outbox takes them at once, for the next batch."""
         waits = []
         for effect in effects:
             if isinstance(effect, Opened):
