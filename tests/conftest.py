@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import subprocess
@@ -226,10 +227,13 @@ def wipe_store(store_factory):
 
 
 class FakeClock:
-    """A clock the test moves by hand (seconds since the epoch)."""
+    """A clock the test moves by hand (seconds since the epoch). By default it starts half a
+    millisecond past a whole second: the hub stamps in whole milliseconds (``int(t * 1000)``), and
+    steps of 0.001 s added to a start on a millisecond boundary land a float's width short of the
+    next one now and then, giving two moves a millisecond apart the same stamp (a flaky order)."""
 
     def __init__(self, start: float | None = None):
-        self.now = time.time() if start is None else start
+        self.now = math.floor(time.time()) + 0.0005 if start is None else start
 
     def __call__(self) -> float:
         return self.now
