@@ -117,6 +117,10 @@ class Recorder:
         self.failing = False  # the last write failed: new rows wait for the retry
         self._retry_delay = self.retry_first
         self._peak: tuple[str, int] | None = None  # (day, as reports.day_of counts, count) known stored
+        # Sessions that ended (their KEY_FIELDS) and when (ms): a checkpoint taken before an end can
+        # reach the backlog after it (it awaits room titles, and Django's ``asend`` runs receivers
+        # as tasks), and must not reopen the session (``on_checkpoint``).
+        self._ended: dict[tuple, int] = {}
 
     async def _title(self, room: str) -> str | None:
         """The room's title; None when it cannot be looked up now (``reading_sessions.write`` looks again)."""
@@ -147,6 +151,7 @@ class Recorder:
         }
 
     async def on_left(self, sender: object, event: events.ReaderLeft, **kwargs: object) -> None:
+        self._ended[(event.process, event.room, event.reader_id, to_datetime(event.joined_at))] = event.left_at
         row = await self._row(
             event.room, event.identity, event.reader_id, event.name, event.joined_at, event.left_at,
             event.furthest_position, event.last_position, event.process, event.reason,
@@ -175,7 +180,11 @@ class Recorder:
                         s.furthest_position, s.last_position, event.process, EndReason.OPEN,
                     )
                 )
-        await self._flush(rows, [])
+        # An end is final: a session that ended since this snapshot keeps its end. Ends are kept
+        # for two checkpoint periods, longer than a checkpoint takes to get here.
+        horizon = event.at - 2 * app_settings.CHECKPOINT_SECONDS * 1000
+        self._ended = {key: at for key, at in self._ended.items() if at >= horizon}
+        await self._flush([row for row in rows if _key(row) not in self._ended], [])
 
     async def on_online(self, sender: object, event: events.OnlineCounted, **kwargs: object) -> None:
         from presence.reports import day_of, record_online_peak

@@ -457,8 +457,8 @@ class Hub:
                 checkpoint = self.checkpoint()
         if checkpoint is not None:
             # Written past the lock: a thousand open sessions take seconds on a busy SQLite, and
-            # no room's frame could go out meanwhile. (Nothing awaits between the snapshot and the
-            # recorder's backlog, so an end decided meanwhile still replaces its checkpoint row.)
+            # no room's frame could go out meanwhile. (An end decided meanwhile is written after
+            # the snapshot, or the recorder drops the snapshot's row of it: ``history.Recorder``.)
             await events.emit(checkpoint)
 
     async def flush(self) -> None:

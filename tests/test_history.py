@@ -138,6 +138,29 @@ async def test_open_sessions_are_checkpointed_then_closed(ws, hub, clock, articl
     assert row.end_reason == "closed" and row.duration_seconds == pytest.approx(45, abs=0.01)
 
 
+async def test_a_checkpoint_that_arrives_after_the_end_does_not_reopen_the_session(ws, hub, clock, article):
+    """A checkpoint is taken, the reader leaves, and the checkpoint reaches the history after the
+    end (its room titles were being looked up: the room cache expires every five minutes). The
+    session stays closed; the hour's soak found sessions left open so, for ``presence_prune``."""
+    room = f"article:{article.pk}"
+    client = await reader_in(ws, room, "lateckpt0001")
+    clock.advance(30)
+    late = hub.checkpoint()
+    clock.advance(5)
+    await client.disconnect()
+    (row,) = await sessions()
+    assert row.end_reason == "closed"
+    await events.emit(late)
+    (row,) = await sessions()
+    assert row.end_reason == "closed" and row.duration_seconds == pytest.approx(35, abs=0.01)
+    # A later session of the same reader in the room is checkpointed as usual.
+    client = await reader_in(ws, room, "lateckpt0001")
+    clock.advance(30)
+    await events.emit(hub.checkpoint())
+    assert [r.end_reason for r in await sessions()] == ["closed", EndReason.OPEN]
+    await client.disconnect()
+
+
 async def test_prune_closes_what_a_crashed_process_left_open(ws, hub, clock, article):
     room = f"article:{article.pk}"
     client = await reader_in(ws, room, "crashvictim1")
