@@ -151,11 +151,13 @@ class Recorder:
         }
 
     async def on_left(self, sender: object, event: events.ReaderLeft, **kwargs: object) -> None:
-        self._ended[(event.process, event.room, event.reader_id, to_datetime(event.joined_at))] = event.left_at
         row = await self._row(
             event.room, event.identity, event.reader_id, event.name, event.joined_at, event.left_at,
             event.furthest_position, event.last_position, event.process, event.reason,
         )
+        # Before this end reaches the backlog: a checkpoint's row of the session added earlier is
+        # replaced by it, and one added later is dropped (``on_checkpoint``).
+        self._ended[_key(row)] = event.left_at
         try:
             final = await reading_sessions.afinal_position(event.room, event.reader_id)
         except Exception:  # the cache (Redis) is down: the socket's own last position stands
