@@ -82,7 +82,6 @@ class Hub:
         self.by_reader = self.members.by_reader
         self.rooms = self.members.rooms
         self.online = OnlineCount()  # the site-wide count as the connections know it
-        self._next_online = 0.0
         self.pacing = pacing or Pacing(
             app_settings.TICK, app_settings.COALESCE_WINDOW, clock=clock, aligned=self.store.spans_processes
         )
@@ -420,7 +419,7 @@ class Hub:
     async def tick(self, now: float | None = None) -> None:
         """One beat of the hub: drop silent connections, live ranking, heartbeat, checkpoint.
         A hub without its loops (``autotick=False``: tests drive it by hand) also flushes every
-        pending room and sends the online count here, as its flush and tick loops would.
+        pending room and reads the online count here, by the tick loop's rule.
 
         ``now`` is the tick's scheduled time (the tick loop's): what is due every tick (the live
         ranking at its default of one second) then comes at every tick, however late the loop
@@ -441,10 +440,9 @@ class Hub:
                     await self._send_ranking()
                 except Exception:
                     logger.warning("presence hub: live ranking unavailable", exc_info=True)
-            if not self.autotick and now >= self._next_online:
-                self._next_online = now + app_settings.ONLINE_INTERVAL
+            if not self.autotick:
                 try:
-                    await self._send_online()
+                    await self._read_online()
                 except Exception:
                     logger.warning("presence hub: online count unavailable", exc_info=True)
             if now >= self._next_beat:
@@ -537,17 +535,16 @@ class Hub:
                 logger.debug("presence hub: send failed", exc_info=True)
 
     async def _check_online(self) -> None:
-        """The loop's reading of the site-wide count, sent when ``OnlineCount.settled`` says so."""
         async with self._tick_lock:
-            value = await self.store.online()
-            if self.online.settled(value, self.clock(), app_settings.ONLINE_INTERVAL):
-                await self._send_online(value)
+            await self._read_online()
 
-    async def _send_online(self, value: int | None = None) -> None:
-        """Send the site-wide count (read now if not given) to the connections that were sent
-        another value, or only to those that just said ``hello`` if it did not change."""
-        if value is None:
-            value = await self.store.online()
+    async def _read_online(self) -> None:
+        """One reading of the site-wide count (the tick loop's, every ``ONLINE_POLL``; a manual
+        tick's), sent when ``OnlineCount.settled`` says so: to the connections that were sent another
+        value, or only to those that just said ``hello`` if it did not change."""
+        value = await self.store.online()
+        if not self.online.settled(value, self.clock(), app_settings.ONLINE_INTERVAL):
+            return
         stale, changed = self.online.recipients(value, self.connections, self.clock())
         await self._fan_out(stale, protocol.dumps(protocol.online(value)))
         if changed:

@@ -58,6 +58,8 @@ async def test_tabs_of_one_browser_count_once(ws, hub):
     c = await ws(session="otherbrowser")
     assert (await c.receive_json_from())["online"] == 2
     await hub.tick()
+    await a.receive_nothing()  # one reading: the count is sent once it held for two
+    await hub.tick()
     assert await a.receive_json_from() == {"type": "online", "count": 2}
     assert await b.receive_json_from() == {"type": "online", "count": 2}
     await c.receive_nothing()  # its hello already said 2: no repeat
@@ -276,6 +278,7 @@ async def test_leave_sends_left_and_frees_the_slot(ws, article, hub):
         you[c] = (await c.receive_json_from())["you"]
     reader_a = you[a]
     await hub.tick()
+    await hub.tick()  # two readings of the online count: a is sent 2
     await drain(a, b)
     await a.send_json_to({"type": "leave", "room": room})
     await settle(a)
@@ -727,7 +730,8 @@ async def test_silent_connection_is_dropped_and_counted_gone(ws, hub, clock):
     await talker.receive_json_from()
     await silent.receive_json_from()
     await hub.tick()
-    await talker.receive_json_from()  # online 2
+    await hub.tick()
+    await talker.receive_json_from()  # online 2, held for two readings
     for _ in range(5):  # 50 s: just under 2.5 x 20 s for the silent one
         clock.advance(10)
         await talker.send_json_to({"type": "ping"})
@@ -739,7 +743,6 @@ async def test_silent_connection_is_dropped_and_counted_gone(ws, hub, clock):
     await talker.receive_json_from()
     await hub.tick()
     assert (await silent.receive_output())["code"] == 4002
-    clock.advance(1)  # online frames go out once a second
     await hub.tick()
     assert await talker.receive_json_from() == {"type": "online", "count": 1}
 
@@ -753,15 +756,25 @@ async def test_online_frames_at_most_once_per_second_never_repeated(ws, hub, clo
         await others[-1].receive_json_from()
         clock.advance(0.3)
         await hub.tick()
-    # Three arrivals within a second: one frame at once, then the latest value a second later.
-    assert await watcher.receive_json_from() == {"type": "online", "count": 2}
+    # A count that moved at every reading is not sent; once it holds for two, it is.
     await watcher.receive_nothing()
-    clock.advance(0.4)
+    clock.advance(0.1)
     await hub.tick()
     assert await watcher.receive_json_from() == {"type": "online", "count": 4}
+    # A change that holds waits for a second after the last frame.
+    await others[1].disconnect()
+    for _ in range(3):
+        clock.advance(0.3)
+        await hub.tick()
+    await watcher.receive_nothing()
+    clock.advance(0.2)
+    await hub.tick()
+    assert await watcher.receive_json_from() == {"type": "online", "count": 3}
+    # The same browser leaving and coming back between two readings changes nothing.
     await others[0].disconnect()
-    await ws(session="churnsession0")  # the same browser comes back: count unchanged
+    await ws(session="churnsession0")
     clock.advance(1.1)
+    await hub.tick()
     await hub.tick()
     await watcher.receive_nothing()
 

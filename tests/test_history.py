@@ -208,9 +208,11 @@ async def test_online_peak_rises_only(ws, hub, clock):
     for c in clients:
         await c.receive_json_from()  # hello: counted
     await hub.tick()
+    await hub.tick()  # 3 held for two readings: sent, the peak
     for c in clients[:2]:
         await c.disconnect()
     clock.advance(1)
+    await hub.tick()
     await hub.tick()
     peak = await sync_to_async(OnlinePeak.objects.get)()
     assert peak.count == 3
