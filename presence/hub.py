@@ -1,13 +1,12 @@
 """The per-process hub: the driver of what ``presence.membership`` (who is here) and
-``presence.outbox`` (what is due) decide, with coalesced fan-out, liveness and shutdown.
+``presence.outbox`` (what is due) decide, with liveness and shutdown.
 
 One hub per server process (per event loop). Consumers register their connection with
 it; the hub, not each consumer, is on the channel layer (``presence.hub_link``). When a room's
 pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per room per
 tick), the hub writes the pending progress to the store in one call, sends every due room's
-changes to the other processes in one message, and sends each room's frame, encoded once,
-directly to its local readers. Sending through the channel layer per consumer
-measured 5-8x the CPU of this direct send.
+changes to the other processes in one message, and each room's frame to its local readers
+(``presence.room_frames``). Claims the store could not drop are ``presence.releases``'.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
@@ -39,13 +38,14 @@ from presence.membership import (
     Opened,
     Publish,
     ReleaseOnline,
-    claim_key,
 )
 from presence.online_count import OnlineCount
-from presence.outbox import Batch, Frame, Outbox
+from presence.outbox import Outbox
 from presence.pacing import Pacing
 from presence.ranking_feed import RankingFeed
 from presence.ratelimit import FrameLimiter
+from presence.releases import Releases, departures
+from presence.room_frames import RoomFrames, fan_out
 from presence.sequencer import Sequencer
 from presence.store import Reader, RoomState, Store, get_store, process_id
 
@@ -86,16 +86,17 @@ class Hub:
             app_settings.TICK, app_settings.COALESCE_WINDOW, clock=clock, aligned=self.store.spans_processes
         )
         self.outbox = Outbox(self.pacing)  # which rooms have something to send, and when
+        self.room_frames = RoomFrames(self.store)  # and how it is sent
         self._wanted = asyncio.Event()  # a room became due before the flush loop's wake-up time
         self._wake_at = float("inf")
         self._next_beat = 0.0
         self._next_checkpoint = 0.0
         self._tasks: list[asyncio.Task] = []
-        self._unreleased: set[tuple[str | None, str]] = set()
         self._started: asyncio.Future | None = None
         self._tick_lock = asyncio.Lock()
         self._leaving: set[asyncio.Future] = set()
         self._in_order = Sequencer()  # claims and releases, in the order decided
+        self.releases = Releases(self.store, self.link, self._in_order, self.members.holds)
         self._closing: Closing | None = None  # set once a shutdown began
         self.admissions = Admissions(self.store)  # the per-address caps
         # Live ranking subscriptions (docs/protocol.md, "Live ranking").
@@ -330,7 +331,7 @@ class Hub:
             case ClaimOnline(reader_id=rid):
                 return await self._store(self.store.claim_online(rid), quiet=True)
             case ReleaseOnline(reader_id=rid):
-                return await self._release(None, rid)
+                return await self.releases.release(None, rid)
             case Enter():
                 return await self._claim(effect)
             case Depart():
@@ -354,7 +355,7 @@ class Hub:
         changes reach the local readers in their next `room` frame, as batches arrive)."""
         local = self.rooms.get(room)
         if local is not None and local.to_store:
-            await self._store_progress([local])
+            await self.room_frames.store_progress([local])
         return await self._store(self.store.room_state(room, app_settings.ROOM_STATE_READERS))
 
     async def _claim(self, enter: Enter) -> None:
@@ -375,7 +376,7 @@ class Hub:
         room, reader = depart.room, depart.session.reader
         if depart.unwritten:  # its last position, not written yet
             await self._store(self.store.update([(room, reader)]), quiet=True)
-        if await self._release(room, reader.id) is not False:  # gone everywhere (or no answer)
+        if await self.releases.release(room, reader.id) is not False:  # gone everywhere (or no answer)
             for effect in self.members.released(room, reader.id):
                 match effect:
                     case Publish(left=left):
@@ -472,52 +473,10 @@ class Hub:
         # Taken synchronously: what arrives during the awaits waits for the next flush.
         frames, batches = self.outbox.take(self.rooms, self.clock(), force)
         if batches:  # every room with progress to store has a batch pending: written with the first
-            await self._store_progress()
+            await self.room_frames.store_progress(self.rooms.values())
             await self.link.publish(batches)
         if frames:
-            await self._send_frames(frames)
-
-    async def _store_progress(self, locals_: Iterable[LocalRoom] | None = None) -> None:
-        """Write the pending progress of every room (due or not), or of ``locals_``, in one call:
-        a reader who joins meanwhile gets it in its `room_state`."""
-        writes = [write for local in (self.rooms.values() if locals_ is None else locals_)
-                  for write in local.take_writes()]
-        if writes:
-            try:
-                await self.store.update(writes)
-            except Exception:
-                logger.warning("presence hub: progress not stored; the next heartbeat re-asserts", exc_info=True)
-
-    async def _send_frames(self, frames: list[Frame]) -> None:
-        """One `room` frame per changed room, encoded once, to its local readers. A room with
-        nothing new to show (a heartbeat's count check) sends none: its pacing is put back."""
-        try:
-            counts = await self.store.counts([local.name for local, *_ in frames])
-        except Exception:
-            logger.warning("presence hub: room counts unavailable; sending local ones", exc_info=True)
-            counts = {local.name: local.count or len(local.members) for local, *_ in frames}
-        crowded = [local.name for local, *_ in frames if counts.get(local.name, 0) > app_settings.ROOM_STATE_READERS]
-        histograms = await self._histograms(crowded)
-        for local, before, updates, left in frames:
-            room = local.name
-            count = counts.get(room, 0)
-            histogram = histograms.get(room)
-            if not updates and not left and count == local.count and histogram in (None, local.histogram):
-                local.frames = before
-                continue
-            local.count, local.histogram = count, histogram
-            frame = {"type": "room", "room": room, "count": count, "updates": updates, "left": sorted(left)}
-            if room in histograms:
-                frame["histogram"] = histograms[room]
-            await self._fan_out([c for tabs in local.members.values() for c in tabs], protocol.dumps(frame))
-
-    async def _histograms(self, rooms_: list[str]) -> dict[str, list[int]]:
-        """Histograms of rooms too large for a client to know every reader (protocol extension:
-        `room` frames of such rooms carry one, so the widget's distribution stays exact)."""
-        if not rooms_:
-            return {}
-        states = await asyncio.gather(*(self.store.room_state(room, 0) for room in rooms_), return_exceptions=True)
-        return {room: s.histogram for room, s in zip(rooms_, states, strict=True) if isinstance(s, RoomState)}
+            await self.room_frames.send(frames)
 
     def _merge_remote(self, batches: list) -> None:
         """Another process's batches: those of the rooms held here wait for their next frame."""
@@ -526,13 +485,6 @@ class Hub:
             if local is not None:
                 local.merge_remote(updates, left)
                 self._changed(local)
-
-    async def _fan_out(self, connections, text: str) -> None:
-        for conn in connections:
-            try:
-                await conn.send(text)
-            except Exception:
-                logger.debug("presence hub: send failed", exc_info=True)
 
     async def _check_online(self) -> None:
         async with self._tick_lock:
@@ -546,7 +498,7 @@ class Hub:
         if not self.online.settled(value, self.clock(), app_settings.ONLINE_INTERVAL):
             return
         stale, changed = self.online.recipients(value, self.connections, self.clock())
-        await self._fan_out(stale, protocol.dumps(protocol.online(value)))
+        await fan_out(stale, protocol.dumps(protocol.online(value)))
         if changed:
             await events.emit(events.OnlineCounted(value, self.now_ms()))
 
@@ -565,7 +517,7 @@ class Hub:
         only when they differ from what it was sent last."""
         entries = await live.alive_ranking(self.ranking_feed.widest(), self.store)
         for limit, connections in self.ranking_feed.changed(entries).items():
-            await self._fan_out(connections, protocol.dumps(protocol.ranking(entries[:limit])))
+            await fan_out(connections, protocol.dumps(protocol.ranking(entries[:limit])))
 
     async def _drop_silent(self) -> None:
         deadline = self.clock() - app_settings.HEARTBEAT * app_settings.SILENCE_FACTOR
@@ -585,10 +537,7 @@ class Hub:
         claims = self.members.claims()
         gone = await self.store.heartbeat(self.now_ms(), ms(app_settings.PROCESS_TTL), online, claims,
                                           self.admissions.held())
-        # A reader that left while the beat was on its way may have been claimed again by it,
-        # after its own release: drop those claims too, or it would stay forever (docs/reliability.md, guarantee 5).
-        self._unreleased.update((None, rid) for rid in online if not self.members.holds(None, rid))
-        self._unreleased.update((room, r.id) for room, r in claims if not self.members.holds(room, r.id))
+        self.releases.unless_held([(None, rid) for rid in online] + [(room, r.id) for room, r in claims])
         if claims:
             # The heartbeat's joins keep a record already there: after a wipe, whichever process
             # beat first wrote its own view of a reader with tabs on several, maybe an older one.
@@ -599,43 +548,13 @@ class Hub:
         # readers would keep a count taken from the emptied store (docs/reliability.md, guarantee 3).
         for local in self.rooms.values():
             self._changed(local)
-        await self._retry_releases()
+        await self.releases.retry()
         await self.link.join()  # again before the layer's group expiry
-        await self._announce_departures(gone)
+        await self.releases.announce(gone)
         if gone:
             logger.info("presence hub: removed %d readers of dead processes", len(gone))
 
     # -- helpers ------------------------------------------------------------------------
-    async def _release(self, room: str | None, reader_id: str) -> bool | None:
-        """Drop this process's claim on a reader online (room None) or in a room. A claim
-        the store could not drop is retried each heartbeat until it is, so an outage never
-        leaves a phantom reader behind. Returns the store's answer, None if unreachable."""
-        try:
-            if room is None:
-                return await self.store.release_online(reader_id)
-            return await self.store.leave(room, reader_id)
-        except Exception:
-            logger.warning("presence hub: could not release %s; retrying each heartbeat", room or "online")
-            self._unreleased.add((room, reader_id))
-            return None
-
-    async def _retry_releases(self) -> None:
-        """Drop the claims this process holds no reader for: releases that failed, and claims a
-        heartbeat re-asserted while their reader was leaving."""
-        for room, reader_id in list(self._unreleased):
-            self._unreleased.discard((room, reader_id))
-            if self.members.holds(room, reader_id):
-                continue  # claimed again since; the heartbeat re-asserted it
-            # Queued again if the store fails; a claim decided later goes after it.
-            release = functools.partial(self._release, room, reader_id)
-            gone = await asyncio.shield(self._in_order.submit(claim_key(room, reader_id), release))
-            if gone and room is not None:  # a hub holding the reader again ignores it
-                await self._announce_departures([(room, reader_id)])
-
-    async def _announce_departures(self, gone: Iterable[tuple[str, str]]) -> None:
-        """Tell every hub with readers in these rooms (this one too) that these readers left."""
-        await self.link.publish(_departures(gone), origin="departures:" + self.proc)
-
     async def _store(self, call: Awaitable, quiet: bool = False):
         """Await a store call; a store outage becomes ``Unavailable`` (or None when quiet)."""
         try:
@@ -677,7 +596,7 @@ class Hub:
             logger.warning("presence hub: claims not released; other processes reap them", exc_info=True)
             gone = []
         # With the departures of rooms forgotten here that the stopped flush loop did not send.
-        await self.link.publish([(room, [], left) for room, left in self.outbox.departed.items()] + _departures(gone))
+        await self.link.publish([(room, [], left) for room, left in self.outbox.departed.items()] + departures(gone))
         await self.link.leave()
         # Together: the recorder writes whatever arrived while it wrote, in one transaction.
         await asyncio.gather(*(self._emit_in_order(event) for event in closing.ended))  # each after its start
@@ -687,14 +606,6 @@ class Hub:
         """Until every store call and session event decided so far is done: a `leave` frame's
         session is written after the frame's handling (tests wait for it here; the shutdown too)."""
         await asyncio.gather(*self._leaving, *self._in_order.pending(), return_exceptions=True)
-
-
-def _departures(claims: Iterable[tuple[str, str]]) -> list[Batch]:
-    """Released or reaped claims, (room, reader id), as one batch of departures per room."""
-    by_room: dict[str, set[str]] = {}
-    for room, rid in claims:
-        by_room.setdefault(room, set()).add(rid)
-    return [(room, [], left) for room, left in by_room.items()]
 
 
 @dataclass(slots=True)
