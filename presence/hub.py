@@ -282,18 +282,15 @@ class Hub:
     async def identify(self, conn: Connection, new_identity: str) -> int:
         """Re-key a connection; it keeps its rooms and progress. Returns the online count.
         Raises TooManyConnections, changing nothing else, when its address has no room for
-        another reader (the caller closes the connection)."""
+        another reader (the caller closes the connection). A connection closed meanwhile
+        claims nothing: ``members`` decides nothing for it."""
         if new_identity != conn.identity:
             await self.admissions.readmit(conn.admission, new_identity)
-            if conn.gone:  # closed while its address was counted again
-                return self.online.value or 0
             carried = self.members.positions(conn)
             left = self.members.leave_all(conn, events.IDENTIFY, self.now_ms())
             released = self._perform(left + self.members.release_online(conn), until_written=True)
             self.members.rekey(conn, new_identity)
             await released  # the old reader gone first (its sessions ended): no count shows both
-            if conn.gone:
-                return self.online.value or 0
             claims = self.members.claim_online(conn)
             for room, old in carried.items():
                 claims += self.members.join(conn, room, self.now_ms(), position=old.position, name=old.name)

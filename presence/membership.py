@@ -128,6 +128,9 @@ class Membership:
         return self.leave_all(conn, reason, at_ms) + self.release_online(conn)
 
     def claim_online(self, conn: Connection) -> list:
+        """Count the connection's reader online here (a closed connection counts nothing)."""
+        if conn.gone:
+            return []
         self.by_reader.setdefault(conn.reader_id, set()).add(conn)
         return [ClaimOnline(conn.reader_id)]
 
