@@ -34,7 +34,7 @@ from tests.support.servers import ORIGIN, ROOT, VENV_BIN, DaphneServer, migrate_
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES = "postgres://postgres@127.0.0.1:5432/"
-CUT = "shutdown not done after"  # the hub's log line when SHUTDOWN_SECONDS ran out
+CUT = "shutdown not done after"  # the hub's log line when twisted_shutdown.SHUTDOWN_SECONDS ran out
 
 ARTICLES = """
 from blog.models import Article

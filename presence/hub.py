@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 
-from presence import events, live, protocol, rooms
+from presence import events, live, protocol, rooms, twisted_shutdown
 from presence.admissions import Admissions
 from presence.conf import app_settings
 from presence.connections import Admission, Connection
@@ -126,38 +125,10 @@ class Hub:
                 if self.autotick:
                     for loop in (self._tick_loop, self._flush_loop):
                         self._tasks.append(asyncio.create_task(loop()))
-                self._release_on_server_shutdown()
+                twisted_shutdown.release_on_reactor_shutdown(self)
             finally:
                 self._started.set_result(None)
         await self._started
-
-    def _release_on_server_shutdown(self) -> None:
-        """Under Daphne, run ``shutdown()`` before the reactor stops. Daphne 4.2's own SIGTERM path
-        cannot be relied on: ``kill_all_applications`` raises KeyError (cancelling nothing) while a
-        connection has no application yet, and its ``gather`` lets the reactor stop as soon as the
-        first cancelled application returns, cutting the others' unregistering short."""
-        reactor = sys.modules.get("twisted.internet.reactor")
-        if reactor is None or not getattr(reactor, "running", False):
-            return
-        from twisted.internet import defer
-
-        def before_shutdown():
-            # At once, before the consumers the server cancels run: they find their connection gone.
-            self._close_all()
-            return defer.Deferred.fromFuture(asyncio.ensure_future(self._shutdown_in_time()))
-
-        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
-
-    async def _shutdown_in_time(self) -> None:
-        """``shutdown``, bounded: a store or channel-layer call that never returns must not keep
-        the process from exiting (it would never stop, SIGTERM notwithstanding)."""
-        try:
-            await asyncio.wait_for(self.shutdown(), SHUTDOWN_SECONDS)
-        except TimeoutError:
-            logger.error("presence hub: shutdown not done after %.0f s (%d sessions ending); exiting anyway",
-                         SHUTDOWN_SECONDS, len(self._closing.ended) if self._closing else 0)
-        except Exception:
-            logger.error("presence hub: shutdown failed; exiting anyway", exc_info=True)
 
     async def stop(self) -> None:
         """Cancel the loops and wait till they end, cancelling again any that runs on. On Python
@@ -357,7 +328,7 @@ class Hub:
 
     async def _claim(self, enter: Enter) -> None:
         """The store's part of a join; for a session's first tab, its announcement. Nothing once a
-        shutdown began: its ``release_all`` may have run, and the session ended (``_close_all``)."""
+        shutdown began: its ``release_all`` may have run, and the session ended (``close_all``)."""
         if self._closing is not None:
             return
         stored = await self._store(self.store.join(enter.room.name, enter.session.reader), quiet=True)
@@ -562,7 +533,11 @@ class Hub:
                 return None
             raise Unavailable("presence store unavailable, try again") from exc
 
-    def _close_all(self) -> None:
+    def sessions_ending(self) -> int:
+        """How many sessions the shutdown begun ends (0 before one)."""
+        return len(self._closing.ended) if self._closing else 0
+
+    def close_all(self) -> None:
         """The synchronous half of ``shutdown``: from now on every connection is gone (a consumer
         that the server cancels has nothing left to undo) and every local session ends now, with
         its last position; the rooms are forgotten, so nothing re-claims them."""
@@ -574,13 +549,13 @@ class Hub:
 
     async def shutdown(self) -> None:
         """Graceful stop, in a few store calls and database transactions whatever the number of
-        readers: the sessions end (``_close_all``), the loops stop (a heartbeat must not claim
+        readers: the sessions end (``close_all``), the loops stop (a heartbeat must not claim
         again what goes next), the last positions are written, every claim of this process goes
         at once, the other processes hear of the readers gone everywhere (one message per room),
         and the sessions are written together. One leave per reader, as a tab's close does, took
         25-38 s for 4,000 readers on Redis: each leave its own store calls and Redis connection
         (docs/reliability.md, section 2)."""
-        self._close_all()
+        self.close_all()
         closing = self._closing
         await self.stop()
         # Claims already on their way to the store land before everything is released.
@@ -623,7 +598,6 @@ class _Done:
 
 _DONE = _Done()
 
-SHUTDOWN_SECONDS = 10.0  # Daphne's own application_close_timeout
 STOP_RECANCEL_SECONDS = 0.1  # ``stop``: a loop still running this long after its cancellation lost it
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}

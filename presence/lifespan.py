@@ -3,7 +3,7 @@
 On ``lifespan.shutdown`` the process's hub lets every local reader leave and drops this
 process's claims at once, so other processes' counts fall now rather than after reaping.
 Daphne sends no lifespan events; there the hub hooks Twisted's shutdown instead
-(``Hub._release_on_server_shutdown``). Under uvicorn the connections are closed first
+(``presence.twisted_shutdown``). Under uvicorn the connections are closed first
 (each consumer unregisters), then ``lifespan.shutdown`` releases what is left and stops the
 hub's loops.
 """
