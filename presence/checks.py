@@ -6,7 +6,7 @@ with DEBUG on too, since each breaks something while developing already: a Redis
 without the Redis presence store (W003), redis-py 8's socket timeout in the channel layer
 (W004), no ``request`` context processor (W005), no WebSocket route to the app (W006), the
 API not included (W007) or shadowed by another pattern (E001), and wrong ``PRESENCE_ROOM_KINDS``
-entries (E101-E109, W101: ``rooms.check``). Each has a one-line fix.
+entries (E101-E109, W101: ``room_kinds.check``). Each has a one-line fix.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from presence import rooms
+from presence import room_kinds
 from presence.conf import app_settings
 from presence.store import backend_path
 
@@ -69,10 +69,10 @@ def check_production_backends(app_configs=None, **kwargs) -> list[Warning]:
 @register()
 def check_room_kinds(app_configs=None, **kwargs) -> list[CheckMessage]:
     """Every ``PRESENCE_ROOM_KINDS`` entry names a model, a field, a queryset and a URL that exist
-    (presence/rooms.py); with DEBUG on too, since a wrong entry refuses every room of its kind."""
+    (presence/room_kinds.py); with DEBUG on too, since a wrong entry refuses every room of its kind."""
     return [
         (Warning if problem.is_warning else Error)(problem.message, hint=problem.hint, id=problem.id)
-        for problem in rooms.check(app_settings.ROOM_KINDS)
+        for problem in room_kinds.check(app_settings.ROOM_KINDS)
     ]
 
 
