@@ -173,17 +173,8 @@ def _queryset(name: str, model: type[models.Model], option: str | Callable | Non
             # pages (and their descendants) are not public.
             return lambda: model._default_manager.all().live().public()
         return model._default_manager.all
-    if callable(option):
-        return option
-    if "." in option:
-        try:
-            function = import_string(option)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the same misconfiguration
-            raise WrongKind(_problem(name, "E107", f"queryset {option!r} does not import ({exc}).",
-                                  _queryset_hint(model))) from None
-        if not callable(function):
-            raise WrongKind(_problem(name, "E107", f"queryset {option!r} is not callable.", _queryset_hint(model)))
-        return function
+    if callable(option) or "." in option:
+        return _callable(name, "E107", "queryset", option, _queryset_hint(model))
     manager = getattr(model, option, None)
     if not isinstance(manager, models.Manager):
         raise WrongKind(_problem(name, "E106", f"{model._meta.label} has no manager {option!r}.",
@@ -196,19 +187,24 @@ def _url(name: str, model: type[models.Model], option: str | Callable | None) ->
             "returning a str or None (or its dotted path); leave 'url' out for get_absolute_url().")
     if option is None:
         return _default_url
-    if callable(option):
-        return option
-    if "." in option:
-        try:
-            function = import_string(option)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the same misconfiguration
-            raise WrongKind(_problem(name, "E109", f"url {option!r} does not import ({exc}).", hint)) from None
-        if not callable(function):
-            raise WrongKind(_problem(name, "E109", f"url {option!r} is not callable.", hint))
-        return function
+    if callable(option) or "." in option:
+        return _callable(name, "E109", "url", option, hint)
     if not hasattr(model, option):
         raise WrongKind(_problem(name, "E109", f"{model._meta.label} has no attribute {option!r} for URLs.", hint))
     return _attribute_url(option)
+
+
+def _callable(name: str, code: str, option: str, value: str | Callable, hint: str) -> Callable:
+    """An option given as a callable, or as the dotted path of one."""
+    if callable(value):
+        return value
+    try:
+        function = import_string(value)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the same misconfiguration
+        raise WrongKind(_problem(name, code, f"{option} {value!r} does not import ({exc}).", hint)) from None
+    if not callable(function):
+        raise WrongKind(_problem(name, code, f"{option} {value!r} is not callable.", hint))
+    return function
 
 
 def _is_unique(kind: Kind) -> bool:
