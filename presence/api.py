@@ -2,39 +2,27 @@
 
 Public endpoints (online, rooms, room detail) read live numbers from the presence store through
 ``presence.live`` and are throttled per anonymous client; the token is for signed-in users;
-history, article ranking and online peaks are for staff and read the database. The OpenAPI
-schema and its Swagger UI are staff-only unless ``DEBUG`` is on or ``PRESENCE_PUBLIC_API_DOCS``.
+history, article ranking and online peaks are for staff and read the database. Their OpenAPI
+schema and Swagger UI: ``presence.api_docs``.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-import drf_spectacular
-from django.conf import settings
 from django.db.models import QuerySet
-from django.template import TemplateDoesNotExist
-from django.template.backends.django import DjangoTemplates
-from django.urls import get_script_prefix, include, path, reverse
 from django.utils.cache import add_never_cache_headers
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_view
-from drf_spectacular.utils import extend_schema as spectacular_extend_schema
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import AllowAny, BasePermission, IsAdminUser, IsAuthenticated
-from rest_framework.renderers import TemplateHTMLRenderer
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from presence import live, reports
-from presence.conf import app_settings
+from presence.api_docs import extend_schema
 from presence.errors import InvalidRoom, Unavailable
 from presence.identity import make_token
 from presence.models import ReadingSession
@@ -53,19 +41,6 @@ from presence.serializers import (
     TokenSerializer,
 )
 from presence.throttling import PresenceAnonThrottle
-
-
-def extend_schema(**kwargs):
-    """drf-spectacular's ``extend_schema`` on its own AutoSchema: the decorator extends the
-    project's ``DEFAULT_SCHEMA_CLASS`` otherwise, which a site with a DRF API of its own need not
-    have pointed at drf-spectacular (the schema then fails to build)."""
-
-    def decorate(method):
-        method.schema = AutoSchema  # what drf-spectacular's decorator extends, read before the default
-        return spectacular_extend_schema(**kwargs)(method)
-
-    return decorate
-
 
 BAD_REQUEST = OpenApiResponse(dict[str, list[str]], description="A message per invalid query parameter.")
 FORBIDDEN = OpenApiResponse(DetailSerializer, description="Not signed in, or not allowed.")
@@ -236,61 +211,3 @@ class PeaksView(APIView):
         query.is_valid(raise_exception=True)
         peaks = reports.daily_peaks(query.validated_data["days"])
         return Response(OnlinePeakSerializer(peaks, many=True).data)
-
-
-class DocsPermission(BasePermission):
-    """Anyone while the docs are public (``PRESENCE_PUBLIC_API_DOCS``, else ``DEBUG``), else staff:
-    the schema lists the staff endpoints and their parameters."""
-
-    def has_permission(self, request, view) -> bool:
-        public = app_settings.PUBLIC_API_DOCS
-        if public is None:
-            public = settings.DEBUG
-        return bool(public or (request.user and request.user.is_staff))
-
-
-def own_patterns() -> list:
-    """This app's API where the project included it (``api/presence/``), and nothing else: the
-    project's own API views need not suit drf-spectacular, nor be published with these docs
-    (nor the schema and docs views, which document nothing)."""
-    from presence.urls import urlpatterns
-
-    prefix = reverse("presence:online").removeprefix(get_script_prefix()).removesuffix("online/")
-    return [path(prefix, include([p for p in urlpatterns if p.name not in ("schema", "docs")]))]
-
-
-class SchemaView(SpectacularAPIView):
-    """The OpenAPI 3 schema of this app's API."""
-
-    permission_classes = [DocsPermission]
-
-    @property
-    def patterns(self) -> list:
-        return own_patterns()
-
-
-@functools.cache
-def _spectacular_templates() -> DjangoTemplates:
-    return DjangoTemplates({"NAME": "presence-api-docs", "DIRS": [Path(drf_spectacular.__file__).parent / "templates"],
-                            "APP_DIRS": False, "OPTIONS": {}})
-
-
-class SwaggerTemplates(TemplateHTMLRenderer):
-    """drf-spectacular's Swagger UI page, also in a project that does not list ``drf_spectacular``
-    in INSTALLED_APPS (README.md does not ask for it)."""
-
-    def resolve_template(self, template_names):
-        try:
-            return super().resolve_template(template_names)
-        except TemplateDoesNotExist:
-            if not template_names:
-                raise
-            return _spectacular_templates().get_template(template_names[0])
-
-
-class DocsView(SpectacularSwaggerView):
-    """Swagger UI over ``SchemaView`` (assets from drf-spectacular-sidecar when configured)."""
-
-    permission_classes = [DocsPermission]
-    renderer_classes = [SwaggerTemplates]
-    url_name = "presence:schema"

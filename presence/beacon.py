@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from presence import identity, origins, reading_sessions, rooms
-from presence.api import extend_schema
+from presence.api_docs import extend_schema
 from presence.errors import InvalidRoom
 from presence.throttling import PresenceAnonThrottle
 

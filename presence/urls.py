@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from presence import api, beacon
+from presence import api, api_docs, beacon
 
 app_name = "presence"
 
@@ -15,6 +15,6 @@ urlpatterns = [
     path("history/", api.HistoryView.as_view(), name="history"),
     path("history/ranking/", api.ArticleRankingView.as_view(), name="article-ranking"),
     path("peaks/", api.PeaksView.as_view(), name="peaks"),
-    path("schema/", api.SchemaView.as_view(), name="schema"),
-    path("docs/", api.DocsView.as_view(), name="docs"),
+    path("schema/", api_docs.SchemaView.as_view(), name="schema"),
+    path("docs/", api_docs.DocsView.as_view(), name="docs"),
 ]

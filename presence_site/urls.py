@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from presence import api as presence_api
+from presence import api_docs
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,7 +15,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/presence/", include("presence.urls")),
-    path("api/schema/", presence_api.SchemaView.as_view(), name="schema"),
-    path("api/docs/", presence_api.DocsView.as_view(url_name="schema"), name="api-docs"),
+    path("api/schema/", api_docs.SchemaView.as_view(), name="schema"),
+    path("api/docs/", api_docs.DocsView.as_view(url_name="schema"), name="api-docs"),
     path("", include("blog.urls")),
 ]
