@@ -476,8 +476,7 @@ class Hub:
         (a second subscription replaces the first). Returns the ranking as of now, which
         includes every join this connection made before."""
         entries = await live.alive_ranking(limit, self.store)
-        if not conn.gone:
-            self.ranking_feed.subscribe(conn, limit, entries)
+        self.ranking_feed.subscribe(conn, limit, entries)
         return entries
 
     async def _send_ranking(self) -> None:

@@ -19,8 +19,10 @@ class RankingFeed:
         return len(self._sent)
 
     def subscribe(self, conn: Connection, limit: int, entries: list[dict[str, Any]]) -> None:
-        """``conn`` was sent ``entries``, its top ``limit``; a second subscription replaces the first."""
-        self._sent[conn] = (limit, entries)
+        """``conn`` was sent ``entries``, its top ``limit``; a second subscription replaces the first.
+        A connection closed meanwhile (its ranking was being read) subscribes nothing."""
+        if not conn.gone:
+            self._sent[conn] = (limit, entries)
 
     def drop(self, conn: Connection) -> None:
         self._sent.pop(conn, None)

@@ -37,5 +37,9 @@ def test_a_second_subscription_replaces_the_first_and_closed_connections_get_not
     feed.drop(gone)
     feed.drop(gone)  # twice is fine
     assert len(feed) == 1
+    late = tab("late")  # closed while its first ranking was being read
+    late.gone = True
+    feed.subscribe(late, 3, ranking(2, 1))
+    assert len(feed) == 1
     feed.clear()
     assert len(feed) == 0
