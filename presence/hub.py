@@ -6,7 +6,7 @@ it; the hub, not each consumer, is on the channel layer (``presence.hub_link``).
 pacing allows (``presence.pacing``: at once in a quiet room, at most two frames per room per
 tick), the hub writes the pending progress to the store in one call, sends every due room's
 changes to the other processes in one message, and each room's frame to its local readers
-(``presence.room_frames``). Claims the store could not drop are ``presence.releases``'.
+(``presence.room_frames``); claims the store could not drop are retried (``presence.releases``).
 """
 
 from __future__ import annotations
