@@ -63,6 +63,12 @@ def _reject_constant(value: str) -> float:
     raise ValueError(f"{value} is not valid JSON")
 
 
+# One decoder and one encoder for every frame: ``json.loads`` and ``json.dumps`` with options
+# build a new one per call, which cost as much as the decoding of a `progress` frame itself.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _string(frame: dict, field: str, ref: str | None) -> str:
     value = frame.get(field)
     if not isinstance(value, str):
@@ -78,7 +84,7 @@ def parse(text: str | None, *, binary: bool = False) -> Command:
     if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
         raise BadMessage(f"frame is larger than {limit} bytes")
     try:
-        frame = json.loads(text, parse_constant=_reject_constant)
+        frame = _decoder.decode(text)
     except (ValueError, RecursionError):
         raise BadMessage("frame is not valid JSON") from None
     if not isinstance(frame, dict):
@@ -135,7 +141,7 @@ def parse(text: str | None, *, binary: bool = False) -> Command:
 
 
 def dumps(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _encoder.encode(frame)
 
 
 def error(exc: PresenceError) -> dict[str, Any]:

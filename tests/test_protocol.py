@@ -82,3 +82,75 @@ def test_frame_size_is_counted_in_bytes():
     assert len(over) < 4096 < len(over.encode())
     with pytest.raises(BadMessage):
         protocol.parse(over)
+
+
+# What a client is told stays the same whatever decodes the frame (docs/protocol.md, "Errors and limits").
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "frame is not valid JSON"),
+        ("\ufeff" + '{"type": "ping"}', "frame is not valid JSON"),  # a byte-order mark is no JSON
+        ('{"type": "ping"} {}', "frame is not valid JSON"),
+        ('{"type": "ping",}', "frame is not valid JSON"),
+        ("[" * 2000 + "]" * 2000, "frame is not valid JSON"),  # deeper than Python recurses
+        ('{"type": "progress", "room": "article:1", "position": NaN}', "frame is not valid JSON"),
+        ('{"type": "progress", "room": "article:1", "position": -Infinity}', "frame is not valid JSON"),
+        ("[]", "frame must be a JSON object"),
+        ('"ping"', "frame must be a JSON object"),
+        ('{"type": "progress", "room": "article:1", "position": 1e999}', "'position' must be a number in [0, 1]"),
+        ('{"type": "progress", "room": "article:1", "position": 1' + "0" * 400 + "}",
+         "'position' must be a number in [0, 1]"),
+        ('{"type": "progress", "room": "article:1", "position": true}', "'position' must be a number in [0, 1]"),
+        ('{"type": "progress", "room": "article:1", "position": "0.5"}', "'position' must be a number in [0, 1]"),
+        ('{"type": "progress", "room": 1, "position": 0.5}', "'room' must be a string"),
+        ('{"type": "ping", "ref": "\\ud800"}', "'ref' must be a string of at most 32 characters"),
+        ('{"type": "ping", "ref": 7}', "'ref' must be a string of at most 32 characters"),
+        ('{"type": "pong"}', "unknown message type"),
+        ('{"type": null}', "'type' must be a string"),
+    ],
+)
+def test_refusals_keep_their_messages(text, message):
+    with pytest.raises(BadMessage) as refused:
+        protocol.parse(text)
+    assert refused.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        (' \n{"type":"ping","ref":"a"}\t', protocol.Command("ping", "a")),
+        ('{"type": "ping", "ref": "a", "ref": "b"}', protocol.Command("ping", "b")),  # the last one counts
+        ('{"type": "progress", "room": "article:\\ud800", "position": 0}',
+         protocol.Command("progress", room="article:\ud800", position=0.0)),  # the room's lookup refuses it
+        ('{"type": "progress", "room": "article:1", "position": -0.0}',
+         protocol.Command("progress", room="article:1", position=0.0)),
+        ('{"type": "progress", "room": "article:1", "position": 1}',
+         protocol.Command("progress", room="article:1", position=1.0)),
+        ('{"type": "progress", "room": "article:1", "position": 0.1, "name": "Zo\\u00e9"}',
+         protocol.Command("progress", room="article:1", position=0.1, name="Zoé")),
+    ],
+)
+def test_accepted_frames_parse_to_the_same_command(text, command):
+    assert protocol.parse(text) == command
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "pong", "server_time": 1_764_000_000_123},
+        {"type": "room_state", "room": "article:1", "count": 2, "histogram": [0, 1, 1],
+         "readers": [{"reader": "r1", "name": "Zoé ✓ 😀", "position": 0.1}, {"reader": "r2", "position": 1e-07}],
+         "you": "r1"},
+        {"type": "error", "code": "bad_message", "message": "'position' must be a number in [0, 1]", "ref": "<\"\\>"},
+        {"type": "hello", "reader": "r", "online": 0, "server_time": 0, "heartbeat": 20.0},
+    ],
+)
+def test_frames_are_sent_as_compact_json_in_their_key_order(frame):
+    text = protocol.dumps(frame)
+    assert text == json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    assert list(json.loads(text)) == list(frame)
+
+
+def test_a_frame_that_is_not_json_is_never_sent():
+    with pytest.raises(ValueError):
+        protocol.dumps({"type": "room_state", "position": float("nan")})
