@@ -58,7 +58,14 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         self._send_frame = scope.get(RAW_SEND, send)
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                text = message.get("text")
+                if text is not None and message.get("type") == "websocket.receive":
+                    # Nearly every message: a text frame, handed to ``receive`` as Channels'
+                    # ``websocket_receive`` does, minus the two calls between.
+                    await self.receive(text)
+                else:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
 
@@ -112,7 +119,10 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             error = RateLimited("too many frames; this one was dropped", ref=command and command.ref)
         elif command is not None:
             try:
-                await self.dispatch_command(command)
+                if command.type == "progress":  # most frames: no await, so no coroutine for it
+                    self.hub.progress(self.conn, command.room, command.position, command.name)
+                else:
+                    await self.dispatch_command(command)
             except PresenceError as exc:
                 exc.ref = command.ref
                 error = exc
@@ -127,8 +137,6 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._reply(protocol.room_state(state, you=self.conn.ids[command.room]))
         elif command.type == "leave":
             await self.hub.leave(self.conn, command.room)
-        elif command.type == "progress":
-            self.hub.progress(self.conn, command.room, command.position, command.name)
         elif command.type == "ranking":
             await self._reply(protocol.ranking(await self.hub.subscribe_ranking(self.conn, command.limit)))
         elif command.type == "identify":
