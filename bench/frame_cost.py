@@ -11,7 +11,8 @@ then disconnects. ``receive`` never waits, so nothing else runs between the fram
 between handing out the first progress frame and the disconnect (``time.process_time``) is the
 path from ``websocket.receive`` through ``protocol.parse`` to ``hub.progress``; each repeat is run
 a second time with ``hub.progress`` doing nothing, which leaves the consumer's and the protocol's
-share.
+share. ``--queued`` runs each repeat a third time with the frames handed over through an
+``asyncio.Queue`` by a task that returns to the event loop between them, as under a server.
 The rate limit is raised so that every frame is accepted (the limiter still runs).
 """
 
@@ -57,8 +58,10 @@ def frames(count: int) -> list[dict]:
     ]
 
 
-async def one_connection(messages: list[dict]) -> tuple[float, int]:
-    """CPU seconds for ``messages`` through one consumer, and how many frames it sent back."""
+async def one_connection(messages: list[dict], queued: bool = False) -> tuple[float, int]:
+    """CPU seconds for ``messages`` through one consumer, and how many frames it sent back.
+    ``queued``: each message through an ``asyncio.Queue`` from a task of its own that returns
+    to the event loop between messages, as a server hands them over (one wake-up per frame)."""
     script = [
         {"type": "websocket.connect"},
         {"type": "websocket.receive", "text": json.dumps({"type": "join", "room": ROOM})},
@@ -68,6 +71,12 @@ async def one_connection(messages: list[dict]) -> tuple[float, int]:
     first, last = 2, 2 + len(messages)
     marks: dict[str, float] = {}
     position = 0
+    queue: asyncio.Queue | None = asyncio.Queue() if queued else None
+
+    async def feed() -> None:
+        for message in script:
+            queue.put_nowait(message)
+            await asyncio.sleep(0)
 
     async def receive() -> dict:
         nonlocal position
@@ -75,7 +84,7 @@ async def one_connection(messages: list[dict]) -> tuple[float, int]:
             marks["start"] = time.process_time()
         elif position == last:
             marks["end"] = time.process_time()
-        message = script[position]
+        message = script[position] if queue is None else await queue.get()
         position += 1
         return message
 
@@ -92,7 +101,10 @@ async def one_connection(messages: list[dict]) -> tuple[float, int]:
         "client": ("127.0.0.1", 40000),
         "user": AnonymousUser(),
     }
+    feeding = asyncio.create_task(feed()) if queued else None
     await PresenceConsumer.as_asgi()(scope, receive, send)
+    if feeding is not None:
+        await feeding
     texts = [m for m in sent if m["type"] == "websocket.send"]
     assert position == len(script), "the consumer stopped before the last frame"
     return marks["end"] - marks["start"], len(texts)
@@ -103,6 +115,7 @@ async def measure(args) -> dict:
     set_hub(hub)
     messages = frames(args.frames)
     await one_connection(messages[: min(1000, args.frames)])  # warm up: imports, the room's cache
+    queued = []
     totals, without_hub, replies = [], [], None
     for _ in range(args.repeats):
         seconds, replies = await one_connection(messages)
@@ -113,6 +126,9 @@ async def measure(args) -> dict:
         seconds, _ = await one_connection(messages)
         without_hub.append(seconds / args.frames * 1e6)
         del hub.progress
+        if args.queued:
+            seconds, _ = await one_connection(messages, queued=True)
+            queued.append(seconds / args.frames * 1e6)
     await hub.stop()
     set_hub(None)
     return {
@@ -122,6 +138,8 @@ async def measure(args) -> dict:
         "median_us_per_frame": statistics.median(totals),
         "us_per_frame_without_hub": without_hub,
         "median_us_per_frame_without_hub": statistics.median(without_hub),
+        "us_per_frame_queued": queued,
+        "median_us_per_frame_queued": statistics.median(queued) if queued else None,
         "replies_per_connection": replies,  # hello and the join's room_state: no error frames
         "python": sys.version.split()[0],
     }
@@ -131,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--queued", action="store_true",
+                        help="also through an asyncio.Queue, one event-loop wake-up per frame as under a server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -147,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"median {result['median_us_per_frame']:.2f} µs per frame")
     runs = ", ".join(f"{us:.1f}" for us in result["us_per_frame_without_hub"])
     print(f"without hub.progress: {runs}; median {result['median_us_per_frame_without_hub']:.2f} µs per frame")
+    if queued := result["us_per_frame_queued"]:
+        runs = ", ".join(f"{us:.1f}" for us in queued)
+        print(f"through a queue: {runs}; median {result['median_us_per_frame_queued']:.2f} µs per frame")
 
 
 if __name__ == "__main__":
