@@ -15,7 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-HTTP_SIDE = ["presence.urls", "presence.api", "presence.api_docs", "presence.beacon", "presence.admin", "presence.dashboard"]
+HTTP_SIDE = [
+    "presence.urls", "presence.api", "presence.api_docs", "presence.beacon", "presence.admin", "presence.dashboard",
+]
 WEBSOCKET_SIDE = [
     "presence.routing", "presence.consumers", "presence.hub", "presence.lifespan",
     "channels.generic", "channels.routing", "channels.auth", "channels.consumer", "channels.layers",
