@@ -251,11 +251,18 @@ def clock() -> FakeClock:
 async def hub(store_factory, clock):
     """The process hub over each store backend, with the test's clock and no tick loop."""
     from presence import history, rooms
+    from presence.conf import app_settings
     from presence.hub import Hub, set_hub
+    from presence.pacing import Pacing
 
     rooms.cache_clear()
     history.recorder.reset()
-    hub = Hub(store=store_factory("test-proc-a"), autotick=False, clock=clock)
+    store = store_factory("test-proc-a")
+    # The machine's CPU use is left out of the pacing, as in ``hubs``: a test's frames are due
+    # when its clock says, however busy the machine running the suite is.
+    pacing = Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock, meter=lambda: 0.0,
+                    aligned=store.spans_processes)
+    hub = Hub(store=store, autotick=False, pacing=pacing, clock=clock)
     set_hub(hub)
     yield hub
     await hub.settled()  # sessions ended by `leave` frames are written before the database is flushed
