@@ -247,22 +247,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def steady_pacing(clock, aligned: bool = True):
+    """The hub's pacing with the machine's CPU use left out: a test's frames are due when its clock
+    says, however busy the machine running the suite is."""
+    from presence.conf import app_settings
+    from presence.pacing import Pacing
+
+    return Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock, meter=lambda: 0.0, aligned=aligned)
+
+
 @pytest.fixture
 async def hub(store_factory, clock):
     """The process hub over each store backend, with the test's clock and no tick loop."""
     from presence import history, rooms
-    from presence.conf import app_settings
     from presence.hub import Hub, set_hub
-    from presence.pacing import Pacing
 
     rooms.cache_clear()
     history.recorder.reset()
     store = store_factory("test-proc-a")
-    # The machine's CPU use is left out of the pacing, as in ``hubs``: a test's frames are due
-    # when its clock says, however busy the machine running the suite is.
-    pacing = Pacing(app_settings.TICK, app_settings.COALESCE_WINDOW, clock, meter=lambda: 0.0,
-                    aligned=store.spans_processes)
-    hub = Hub(store=store, autotick=False, pacing=pacing, clock=clock)
+    hub = Hub(store=store, autotick=False, pacing=steady_pacing(clock, store.spans_processes), clock=clock)
     set_hub(hub)
     yield hub
     await hub.settled()  # sessions ended by `leave` frames are written before the database is flushed
@@ -276,14 +279,11 @@ async def hubs(store_factory, clock):
     """Two hubs (two server processes) sharing one store and one channel layer, on the test's clock."""
     from presence import rooms
     from presence.hub import Hub
-    from presence.pacing import Pacing
 
     rooms.cache_clear()
     made = []
     for name in ("proc-a", "proc-b"):
-        # The machine's CPU use is left out of the pacing: its window stays the shortest.
-        pacing = Pacing(1.0, 0.1, clock, meter=lambda: 0.0)
-        hub = Hub(store=store_factory(name), autotick=False, pacing=pacing, clock=clock)
+        hub = Hub(store=store_factory(name), autotick=False, pacing=steady_pacing(clock), clock=clock)
         made.append(hub)
         await hub.start()
     yield made
