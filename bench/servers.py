@@ -120,9 +120,11 @@ def seed_database(url: str, articles: int) -> None:
     subprocess.run([*manage, "shell", "-v", "0", "-c", script], timeout=120, **quiet)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15), or of
+    one of its threads (``/proc/<pid>/task/<thread>/stat``; the main thread's id is the pid)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -222,8 +224,9 @@ class Servers:
     def alive(self) -> bool:
         return all(p.running for p in self.processes)
 
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.proc.pid) for p in self.processes)
+    def cpu_seconds(self, main_thread: bool = False) -> float:
+        """CPU seconds so far of the processes, or of their main threads (the event loops) alone."""
+        return sum(cpu_seconds(p.proc.pid, p.proc.pid if main_thread else None) for p in self.processes)
 
     def rss_kib(self) -> int:
         return sum(rss_kib(p.proc.pid) for p in self.processes)

@@ -23,6 +23,7 @@ import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,14 +60,21 @@ PER_MINUTES = 10.0
 SERIES = {
     "rss_kib": ("server RSS (KiB)", "level", "t_min"),
     "redis_keys": ("Redis keys", "level", "t_min"),
+    "store_bytes": ("Redis store memory (bytes)", "level", "t_min"),
     "open_sessions": ("open reading sessions", "level", "db_t_min"),
     "stale_sessions": ("stale open sessions (drift: of the open ones)", "level", "db_t_min"),
     "rows": ("reading session rows", "growth", "db_t_min"),
     "rows_per_min": ("rows written / min", "rate", "db_t_min"),
     "cpu_util": ("server CPU (share of a core)", "rate", "t_min"),
+    "loop_cpu_util": ("of which the event loop's thread", "rate", "t_min"),
 }
-RATES = {"rows_per_min": ("rows", 1.0), "cpu_util": ("cpu_s", 1 / 60)}  # the series each is the change of, scaled
+# The series each rate is the change of, scaled.
+RATES = {"rows_per_min": ("rows", 1.0), "cpu_util": ("cpu_s", 1 / 60), "loop_cpu_util": ("loop_cpu_s", 1 / 60)}
 CHECKPOINT_WAIT = 35.0  # seconds to wait for the next checkpoint (PRESENCE_CHECKPOINT_SECONDS: 30)
+PROFILE_RATE = 100  # py-spy samples per second
+IDLE_LEAVES = ("select (selectors.py", "EpollSelector.select (selectors.py", "poll (", "wait (threading.py")
+FRAMEWORK_FRAMES = ("asyncio/", "selectors.py", "threading.py", "concurrent/futures/", "<frozen ", "runpy",
+                    "daphne/cli.py", "daphne/server.py", "asyncioreactor.py", "(daphne)", "uvicorn/main.py")
 
 
 # -- the slopes (pure) ------------------------------------------------------------------------
@@ -189,10 +197,12 @@ class SessionRows:
         return [row[0] for row in self.query("SELECT id FROM blog_article ORDER BY id")][:articles]
 
 
-def redis_keys(client, prefix: str) -> dict[str, int]:
+def redis_keys(client, prefix: str) -> tuple[dict[str, int], dict[str, int]]:
     """The run's keys by owner: the channel layer's (``<prefix>-layer``), the cache's
-    (``<prefix>-cache``) and the presence store's (the rest; bench/settings.py)."""
+    (``<prefix>-cache``) and the presence store's (the rest; bench/settings.py); and the bytes of
+    each store key (``MEMORY USAGE``): a structure that grows shows here before in the key count."""
     counts = {"store": 0, "layer": 0, "cache": 0}
+    store: list[str] = []
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         key = key.decode()
         owner = "store"
@@ -200,8 +210,64 @@ def redis_keys(client, prefix: str) -> dict[str, int]:
             owner = "layer"
         elif key.startswith(f"{prefix}-cache"):
             owner = "cache"
+        else:
+            store.append(key)
         counts[owner] += 1
-    return counts
+    with client.pipeline(transaction=False) as pipe:
+        for key in store:
+            pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+    return counts, {key: size for key, size in zip(store, sizes, strict=True) if size is not None}
+
+
+def largest(sizes: dict[str, int], prefix: str, n: int = 5) -> dict[str, int]:
+    """The ``n`` largest keys, their names without the run's prefix."""
+    top = sorted(sizes.items(), key=lambda item: item[1], reverse=True)[:n]
+    return {key.removeprefix(prefix): size for key, size in top}
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+def profile_command(pid: int, seconds: float, path: Path) -> list[str]:
+    """py-spy sampling a server for ``seconds``, every thread apart, idle stacks left out, without
+    pausing it (the samples' cost stays off the server's CPU), as collapsed stacks."""
+    return [str(servers.VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--duration", str(round(seconds)),
+            "--rate", str(PROFILE_RATE), "--threads", "--nonblocking", "--format", "raw", "--output", str(path)]
+
+
+def profile_summary(collapsed: str, seconds: float, top: int = 15) -> dict:
+    """What a collapsed-stacks profile says: each thread's busy share of a core (samples over
+    ``seconds`` at ``PROFILE_RATE``), and the functions holding the most samples, inclusive."""
+    threads: dict[str, int] = {}
+    functions: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        # Without pausing the process py-spy cannot always tell a thread waiting in a poll: those are idle.
+        if frames[-1].startswith(IDLE_LEAVES):
+            continue
+        thread = frames[0] if frames[0].startswith("thread ") else "?"
+        threads[thread] = threads.get(thread, 0) + n
+        total += n
+        # A function once per stack (recursion counts once), line numbers dropped, the event
+        # loop's and the thread pool's own frames (under every stack) left out.
+        names = {frame.split(":", 1)[0] + ")" if ":" in frame else frame for frame in frames[1:]}
+        for name in names:
+            if not any(part in name for part in FRAMEWORK_FRAMES):
+                functions[name] = functions.get(name, 0) + n
+    per_core = seconds * PROFILE_RATE
+    heaviest = sorted(functions.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return {
+        "samples": total,
+        "busy_per_thread": {name: round(n / per_core, 4)
+                            for name, n in sorted(threads.items(), key=lambda item: -item[1])},
+        "inclusive": {name: round(n / total, 4) for name, n in heaviest},
+    }
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -221,6 +287,8 @@ class Soak:
         self.samples: list[dict] = []
         self.notes: list[str] = []
         self.loadgen: dict | None = None
+        self.profiles: list[dict] = []  # py-spy's records of the server, at --profile-at minutes
+        self._profiling: list[tuple[dict, subprocess.Popen]] = []
         self.before = rows.counts()  # a --database-url may hold earlier runs' rows
         self.start = self.load_at = 0.0
 
@@ -264,10 +332,12 @@ class Soak:
                     self.notes.append("The ramp was not complete when the load began.")
                 for at in times:
                     loadgen_sleep(at)
+                    self.profile(group, (at - load_at) / 60)
                     if not self.sample(group, client):  # the server died: no use waiting for the clients
                         return
                     if any(process.exitcode is not None for process in processes):  # an hour without load is no soak
                         raise RuntimeError(f"a load generator process ended before minute {(at - load_at) / 60:.1f}")
+                self.finish_profiles(wait=True)
                 errors = group.errors_logged()  # what the clients' closing adds is teardown, reported apart
                 collect(queue, processes, results, end_at + args.settle + 120)
                 self.loadgen = self.summary(results, group, errors, window, ready == len(processes))
@@ -277,6 +347,36 @@ class Soak:
                     if process.is_alive():
                         process.terminate()
                         process.join(5)
+
+    def profile(self, group: Servers, minute: float) -> None:
+        """Start py-spy on the server for each ``--profile-at`` minute that is due (it runs beside
+        the samples); collect the records that are done."""
+        self.finish_profiles(wait=False)
+        started = {p["at_minute"] for p in self.profiles} | {p["at_minute"] for p, _ in self._profiling}
+        for due in self.args.profile_at:
+            if due <= minute + 1e-6 and due not in started:
+                path = RESULTS / f"{self.prefix}-min{due:g}.txt"
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                command = profile_command(group.processes[0].proc.pid, self.args.profile_seconds, path)
+                record = {"at_minute": due, "started_min": round(minute, 3),
+                          "path": str(path.relative_to(servers.ROOT))}
+                self._profiling.append((record, subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                                                 stderr=subprocess.PIPE, text=True)))
+
+    def finish_profiles(self, wait: bool) -> None:
+        for record, process in list(self._profiling):
+            if wait:
+                process.wait(self.args.profile_seconds + 60)
+            if process.poll() is None:
+                continue
+            self._profiling.remove((record, process))
+            path = servers.ROOT / record["path"]
+            if process.returncode != 0 or not path.exists():
+                self.notes.append(f"The profile at minute {record['at_minute']:g} failed: "
+                                  f"{process.stderr.read().strip()[-300:]}")
+                continue
+            record.update(profile_summary(path.read_text(), self.args.profile_seconds))
+            self.profiles.append(record)
 
     @property
     def checkpoint_wait(self) -> float:
@@ -292,13 +392,15 @@ class Soak:
             self.notes.append(f"The server died before minute {sample['t_min']:.1f}.")
             log(f"  {sample['t_min']:6.1f} min: the server is not running")
             return False
-        sample.update(rss_kib=group.rss_kib(), cpu_s=round(group.cpu_seconds(), 2))
+        sample.update(rss_kib=group.rss_kib(), cpu_s=round(group.cpu_seconds(), 2),
+                      loop_cpu_s=round(group.cpu_seconds(main_thread=True), 2))
         try:
-            keys = redis_keys(client, self.prefix)
+            keys, sizes = redis_keys(client, self.prefix)
         except Exception as exc:  # a Redis hiccup loses one reading, not the run
             self.notes.append(f"Minute {sample['t_min']:.1f}: Redis keys not read ({exc!r})."[:300])
         else:
-            sample.update(redis_keys=sum(keys.values()), redis_keys_by_owner=keys)
+            sample.update(redis_keys=sum(keys.values()), redis_keys_by_owner=keys, store_bytes=sum(sizes.values()),
+                          largest_store_keys=largest(sizes, self.prefix))
         try:
             sample["db_aligned"] = self.wait_for_checkpoint()
             at = time.time()
@@ -369,7 +471,7 @@ class Soak:
             "rows_before": dict(zip(("open_sessions", "stale_sessions", "rows"), self.before, strict=True)),
             "rule": {"level": LEVEL_TOLERANCE, "rate": RATE_TOLERANCE, "per_minutes": PER_MINUTES},
             "samples": self.samples, "trends": trends(self.samples, args.warmup_minutes),
-            "loadgen": self.loadgen, "notes": self.notes,
+            "loadgen": self.loadgen, "profiles": self.profiles, "notes": self.notes,
         }
 
 
@@ -412,9 +514,9 @@ def markdown(report: dict) -> str:
         + (f" ({unaligned} of {len(samples)} samples after {min(CHECKPOINT_WAIT, a['every'] - 5):g} s without one)"
            if unaligned else "") + f"; slopes over the samples from minute {a['warmup_minutes']:g} on.",
         "",
-        "| minute | RSS MiB | server CPU | Redis keys (store / layer / cache) | open sessions (stale) "
+        "| minute | RSS MiB | server CPU | Redis keys (store / layer / cache) | store KiB | open sessions (stale) "
         "| rows | rows / min | reader·rooms (generator) |",
-        "|---" * 8 + "|",
+        "|---" * 9 + "|",
     ]
     previous, shown_ids = None, {id(s) for s in shown}
     for s in samples:
@@ -428,8 +530,10 @@ def markdown(report: dict) -> str:
             owners = s.get("redis_keys_by_owner")
             keys = (f"{s['redis_keys']} ({owners['store']} / {owners['layer']} / {owners['cache']})"
                     if owners else "–")
+            store = s.get("store_bytes")
             lines.append(
                 f"| {s['t_min']:.1f} | {s['rss_kib'] / 1024:.1f} | {fmt(cpu, 0, True)} | {keys} "
+                f"| {value(store / 1024 if store is not None else None)} "
                 f"| {value(s.get('open_sessions'))} ({value(s.get('stale_sessions'))}) | {value(s.get('rows'))} "
                 f"| {value(rate)} "
                 f"| {value(s.get('loadgen_reader_rooms'))} |"
@@ -454,7 +558,7 @@ def markdown(report: dict) -> str:
             verdict = "–"
         else:
             verdict = ("flat" if t["flat"] else "**not flat**") + f" (≤ {t['tolerance']:.1%})"
-        digits = 3 if name == "cpu_util" else 1
+        digits = 3 if name.endswith("cpu_util") else 1
         lines.append(
             f"| {title} | {t['n']} | {value(t['mean'], digits)} | {value(t['slope_per_min'], 3)} "
             f"| {value(t['stderr'], 3)} | {fmt(t['drift_per_10_min'] if kind != 'growth' else None, 2, True)} "
@@ -472,9 +576,31 @@ def markdown(report: dict) -> str:
             f"time {fmt(final.get('online_exact'), 0, True)} of observers showed the exact online count, "
             f"{fmt(final.get('rooms_exact'), 0, True)} the exact room count.",
         ]
+    lines += profile_lines(report.get("profiles") or [], a["profile_seconds"])
     if report["notes"]:
         lines += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(profiles: list[dict], seconds: float) -> list[str]:
+    """The profiles side by side: each thread's busy share of a core, then the functions holding
+    the most samples (inclusive share of all threads' busy samples) in any of them."""
+    if not profiles:
+        return []
+    header = " | ".join(f"minute {p['at_minute']:g}" for p in profiles)
+    lines = ["", f"Profiles (py-spy, {seconds:g} s at {PROFILE_RATE} Hz, idle stacks left out, the process not "
+             "paused): busy share of a core by thread, then inclusive shares of the busy samples.", "",
+             f"| | {header} |", "|---" * (len(profiles) + 1) + "|"]
+    threads = sorted({t for p in profiles for t in p["busy_per_thread"]},
+                     key=lambda t: -max(p["busy_per_thread"].get(t, 0) for p in profiles))
+    for thread in threads[:4]:
+        lines.append(f"| {thread} | " + " | ".join(fmt(p["busy_per_thread"].get(thread), 1, True) for p in profiles)
+                     + " |")
+    names = sorted({n for p in profiles for n in p["inclusive"]},
+                   key=lambda n: -max(p["inclusive"].get(n, 0) for p in profiles))
+    for name in names[:15]:
+        lines.append(f"| `{name}` | " + " | ".join(fmt(p["inclusive"].get(name), 1, True) for p in profiles) + " |")
+    return lines
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -509,8 +635,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=None,
                         help="the servers' database, migrated and seeded first (default: a fresh SQLite file)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile-at", default=None, metavar="MINUTES",
+                        help="minutes at which to record the server with py-spy, e.g. 5,55 (default: the warm-up's "
+                        "end and the run's last minute; '' for none)")
+    parser.add_argument("--profile-seconds", type=float, default=30.0, help="seconds each profile lasts")
     parser.add_argument("--no-report", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.profile_at is None:
+        last = args.minutes - max(1.0, args.profile_seconds / 60)
+        args.profile_at = sorted({args.warmup_minutes, last}) if last > args.warmup_minutes else []
+    else:
+        args.profile_at = [float(m) for m in args.profile_at.split(",") if m.strip()]
     if args.every <= 5 or args.minutes * 60 < args.every:
         parser.error("--every must be over 5 s and at most the run's length")
     cpus = sorted(os.sched_getaffinity(0))

@@ -1,10 +1,14 @@
-"""The soak's arithmetic (``bench/soak.py``): slopes, per-minute rates and the flat verdict, on made-up samples."""
+"""The soak's arithmetic (``bench/soak.py``): slopes, per-minute rates and the flat verdict, on made-up samples;
+its reading of a run's Redis keys, on a real Redis; its profiles' summary."""
 
 from __future__ import annotations
 
-import pytest
+import uuid
 
-from bench.soak import LEVEL_TOLERANCE, fit, per_minute, thinned, trend, trends
+import pytest
+import redis
+
+from bench.soak import LEVEL_TOLERANCE, fit, largest, per_minute, profile_summary, redis_keys, thinned, trend, trends
 
 
 def test_fit_recovers_a_line_and_its_error_is_zero():
@@ -81,3 +85,41 @@ def test_the_markdown_table_keeps_the_first_and_last_samples():
     assert shown[0] is samples[0] and shown[-1] is samples[-1]
     assert len(shown) <= 14
     assert thinned(samples[:5]) == samples[:5]
+
+
+def test_redis_keys_are_counted_by_owner_and_the_stores_weighed(redis_url):
+    prefix = f"soak-test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"{prefix}-layer:x", "1")
+        client.set(f"{prefix}-cache:y", "1")
+        client.zadd(f"{prefix}:room:article:1", {f"reader-{i}": i for i in range(200)})
+        client.set(f"{prefix}:online", "7")
+        counts, sizes = redis_keys(client, prefix)
+        assert counts == {"store": 2, "layer": 1, "cache": 1}
+        assert set(sizes) == {f"{prefix}:room:article:1", f"{prefix}:online"}  # the store's keys only
+        assert sizes[f"{prefix}:room:article:1"] > 200 * 8 > sizes[f"{prefix}:online"]
+        assert list(largest(sizes, prefix, n=1)) == [":room:article:1"]
+    finally:
+        client.delete(*client.keys(f"{prefix}*"))
+        client.close()
+
+
+def test_a_profile_summary_gives_each_threads_busy_share_and_the_heaviest_functions():
+    collapsed = "\n".join([
+        "thread (0x1);run (asyncio/base_events.py:600);_fan_out (presence/room_frames.py:40);write (tcp.py:9) 150",
+        "thread (0x1);run (asyncio/base_events.py:601);progress (presence/hub.py:300) 50",
+        "thread (0x1);run (asyncio/base_events.py:600);select (selectors.py:468) 400",  # waiting: idle
+        "thread (0x2);_worker (concurrent/futures/thread.py:80);write (presence/reading_sessions.py:60) 100",
+        "",
+    ])
+    summary = profile_summary(collapsed, seconds=10)  # 1,000 samples would be a core busy throughout
+    assert summary["samples"] == 300
+    assert summary["busy_per_thread"] == {"thread (0x1)": 0.2, "thread (0x2)": 0.1}
+    inclusive = summary["inclusive"]
+    assert list(inclusive) == [  # the event loop's and the pool's frames, under everything, left out
+        "_fan_out (presence/room_frames.py)", "write (tcp.py)", "write (presence/reading_sessions.py)",
+        "progress (presence/hub.py)",
+    ]
+    assert inclusive["_fan_out (presence/room_frames.py)"] == 0.5
+    assert inclusive["write (presence/reading_sessions.py)"] == pytest.approx(100 / 300, abs=1e-4)
