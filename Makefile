@@ -29,12 +29,14 @@ nginx:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; \
 	fi
 
-# N Daphne processes on one Redis behind nginx on http://127.0.0.1:8080/ (`make cluster N=4`); Ctrl-C stops all.
+# N uvicorn processes on one Redis behind nginx on http://127.0.0.1:8080/ (`make cluster N=4`,
+# `SERVER=daphne` for Daphne's); Ctrl-C stops all.
 N ?= 3
+SERVER ?= uvicorn
 CLUSTER_PORT ?= 8080
 .PHONY: nginx cluster
 cluster: install nginx
-	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(VENV)/bin/python deploy/cluster.py -n $(N) --port $(CLUSTER_PORT)
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(VENV)/bin/python deploy/cluster.py -n $(N) --port $(CLUSTER_PORT) --server $(SERVER)
 
 # Migrations also seed the demo articles (and, with DEBUG on, the demo/demo user).
 run: install

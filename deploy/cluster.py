@@ -1,11 +1,12 @@
-"""A local cluster: N Daphne processes on one Redis behind nginx, on loopback (``make cluster N=3``).
+"""A local cluster: N server processes on one Redis behind nginx, on loopback (``make cluster N=3``).
 
 The deployment of ``deploy/README.md`` in miniature, to try it and to test it: migrates the
-database, collects static files, starts N Daphne processes on free loopback ports and Debian's
-nginx with a generated configuration in a run directory of its own (no system file is read
-but ``mime.types``, none is written), prints the URL, and stops everything on Ctrl-C or SIGTERM.
+database, collects static files, starts N uvicorn (or ``--server daphne``) processes on free
+loopback ports and Debian's nginx with a generated configuration in a run directory of its own
+(no system file is read but ``mime.types``, none is written), prints the URL, and stops
+everything on Ctrl-C or SIGTERM.
 
-    .venv/bin/python deploy/cluster.py -n 3 --port 8080
+    .venv/bin/python deploy/cluster.py -n 3 --port 8080 [--server daphne]
 
 ``REDIS_URL`` defaults to ``redis://127.0.0.1:6379/0`` and ``TRUSTED_PROXIES`` to ``127.0.0.1`` (the
 nginx); every other variable (``DATABASE_URL``, ``DJANGO_SETTINGS_MODULE``, ``ALLOWED_HOSTS``,
@@ -31,6 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 APPLICATION = "presence_site.asgi:application"
 MIME_TYPES = Path("/etc/nginx/mime.types")
+# How each server is started on a loopback port. No proxy headers: the app reads nginx's
+# X-Forwarded-For itself (TRUSTED_PROXIES), which a server's rewrite of the peer would defeat.
+SERVERS = {
+    "uvicorn": lambda port: [str(BIN / "uvicorn"), APPLICATION, "--host", "127.0.0.1", "--port", str(port),
+                             "--no-proxy-headers", "--lifespan", "on"],
+    "daphne": lambda port: [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), APPLICATION],
+}
 
 # Generated per run; deploy/nginx.conf is the annotated production version of the same proxying.
 NGINX_CONF = """\
@@ -95,13 +103,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def answers(url: str) -> bool:
+    """The URL answers 200 (a server is up and serving the site)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def find_nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
 
 class Cluster:
-    def __init__(self, count: int, port: int, run: Path, env: dict[str, str], nginx: str):
-        self.count, self.port, self.run, self.env, self.nginx = count, port, run, env, nginx
+    def __init__(self, count: int, port: int, run: Path, env: dict[str, str], nginx: str, server: str = "uvicorn"):
+        self.count, self.port, self.run, self.env, self.nginx, self.server = count, port, run, env, nginx, server
         self.backends: list[tuple[int, subprocess.Popen, Path]] = []
         self.proxy: subprocess.Popen | None = None
 
@@ -119,18 +136,16 @@ class Cluster:
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("collectstatic", "--noinput", "-v", "0")
         for index in range(1, self.count + 1):
-            port, log = free_port(), self.run / f"daphne-{index}.log"
-            # No --proxy-headers: the app reads nginx's X-Forwarded-For itself (TRUSTED_PROXIES).
-            command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), APPLICATION]
+            port, log = free_port(), self.run / f"{self.server}-{index}.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                    SERVERS[self.server](port), cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
             self.backends.append((port, proc, log))
         for port, proc, log in self.backends:
-            self.wait_for(lambda log=log, port=port: f"Listening on TCP address 127.0.0.1:{port}" in log.read_text(),
-                          proc, log, f"Daphne on port {port}")
+            self.wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/api/presence/online/"), proc, log,
+                          f"{self.server} on port {port}")
         self.start_nginx()
 
     def start_nginx(self) -> None:
@@ -146,14 +161,7 @@ class Cluster:
                 [self.nginx, "-e", str(self.run / "error.log"), "-p", str(self.run), "-c", str(conf)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        self.wait_for(self.answers, self.proxy, self.run / "error.log", f"nginx on port {self.port}")
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        self.wait_for(lambda: answers(self.url), self.proxy, self.run / "error.log", f"nginx on port {self.port}")
 
     def wait_for(self, ready, proc: subprocess.Popen, log: Path, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -166,13 +174,13 @@ class Cluster:
     def dead(self) -> str | None:
         for port, proc, log in self.backends:
             if proc.poll() is not None:
-                return f"Daphne on port {port} exited ({proc.returncode}); see {log}"
+                return f"{self.server} on port {port} exited ({proc.returncode}); see {log}"
         if self.proxy is not None and self.proxy.poll() is not None:
             return f"nginx exited ({self.proxy.returncode}); see {self.run / 'error.log'}"
         return None
 
     def stop(self) -> None:
-        """nginx first (clients go), then each Daphne by SIGTERM (a graceful stop releases its readers)."""
+        """nginx first (clients go), then each server by SIGTERM (a graceful stop releases its readers)."""
         procs = ([self.proxy] if self.proxy else []) + [proc for _, proc, _ in self.backends]
         for proc in procs:
             if proc.poll() is None:
@@ -197,6 +205,8 @@ def main() -> int:
     parser.add_argument("-n", "--processes", type=int, default=int(os.environ.get("N", "3")))
     parser.add_argument("--port", type=int, default=8080, help="nginx's loopback port (default 8080)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, nginx.conf)")
+    parser.add_argument("--server", choices=list(SERVERS), default="uvicorn",
+                        help="the ASGI server (default uvicorn, the recommended one: deploy/README.md)")
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("-n must be at least 1")
@@ -213,10 +223,10 @@ def main() -> int:
     run = Path(tempfile.mkdtemp(prefix="presence-cluster-"))
     run.chmod(0o755)  # nginx's workers (nobody, when started as root) create their temp files in it
     signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: stop everything, even while starting
-    cluster = Cluster(args.processes, args.port, run, env, nginx)
+    cluster = Cluster(args.processes, args.port, run, env, nginx, args.server)
     try:
         cluster.start()
-        print(f"Cluster ready: {cluster.url} (nginx -> {args.processes} Daphne processes on ports "
+        print(f"Cluster ready: {cluster.url} (nginx -> {args.processes} {args.server} processes on ports "
               f"{', '.join(str(port) for port, _, _ in cluster.backends)}; Redis {env['REDIS_URL']})", flush=True)
         print(f"Logs and nginx.conf in {run}. Ctrl-C stops everything.", flush=True)
         while (failure := cluster.dead()) is None:

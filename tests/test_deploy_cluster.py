@@ -1,4 +1,5 @@
-"""``make cluster`` (``deploy/cluster.py``): Daphne processes behind a real nginx, driven through it.
+"""``make cluster`` (``deploy/cluster.py``): uvicorn (the default) or Daphne processes behind a real
+nginx, driven through it.
 
 Two WebSockets that nginx sends to different processes must see each other (counts shared
 through Redis, no sticky sessions), each client behind nginx has an allowance of its own (the
@@ -41,9 +42,10 @@ def nginx():
         pytest.skip(message)
 
 
-@pytest.fixture
-def cluster(nginx, redis_url, redis_prefix, tmp_path):
-    """``deploy/cluster.py -n 2`` on this test's Redis prefix and database: (url, backend ports, process)."""
+@pytest.fixture(params=["uvicorn", "daphne"])
+def cluster(request, nginx, redis_url, redis_prefix, tmp_path):
+    """``deploy/cluster.py -n 2 --server <param>`` on this test's Redis prefix and database: (url,
+    backend ports, process, its log, an article's pk)."""
     database = tmp_path / "cluster.sqlite3"
     env = {
         **os.environ,
@@ -55,7 +57,7 @@ def cluster(nginx, redis_url, redis_prefix, tmp_path):
     log = tmp_path / "cluster.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "deploy/cluster.py", "-n", "2", "--port", str(free_port())],
+            [sys.executable, "deploy/cluster.py", "-n", "2", "--port", str(free_port()), "--server", request.param],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
