@@ -67,9 +67,15 @@ SERIES = {
     "rows_per_min": ("rows written / min", "rate", "db_t_min"),
     "cpu_util": ("server CPU (share of a core)", "rate", "t_min"),
     "loop_cpu_util": ("of which the event loop's thread", "rate", "t_min"),
+    "generator_cpu_util": ("load generator CPU (the control: its work per minute is fixed)", "rate", "t_min"),
+    "cpu_per_generator_cpu": ("server CPU per load generator CPU", "rate", "t_min"),
 }
 # The series each rate is the change of, scaled.
-RATES = {"rows_per_min": ("rows", 1.0), "cpu_util": ("cpu_s", 1 / 60), "loop_cpu_util": ("loop_cpu_s", 1 / 60)}
+RATES = {"rows_per_min": ("rows", 1.0), "cpu_util": ("cpu_s", 1 / 60), "loop_cpu_util": ("loop_cpu_s", 1 / 60),
+         "generator_cpu_util": ("generator_cpu_s", 1 / 60)}
+# The series each ratio is of: the server's CPU against the generator's, minute by minute. The
+# machine (a VM) does not give a CPU second the same work all hour; what slows both is the machine's.
+RATIOS = {"cpu_per_generator_cpu": ("cpu_s", "generator_cpu_s")}
 CHECKPOINT_WAIT = 35.0  # seconds to wait for the next checkpoint (PRESENCE_CHECKPOINT_SECONDS: 30)
 PROFILE_RATE = 100  # py-spy samples per second
 IDLE_LEAVES = ("select (selectors.py", "EpollSelector.select (selectors.py", "poll (", "wait (threading.py")
@@ -135,6 +141,15 @@ def trends(samples: list[dict], warmup_minutes: float) -> dict[str, dict]:
             source, factor = RATES[name]
             times, changes = per_minute(*points(source, clock))
             values = [change * factor for change in changes]
+        elif name in RATIOS:
+            over, under = RATIOS[name]
+            kept = [s for s in samples if s.get(clock) is not None and s[clock] >= warmup_minutes
+                    and s.get(over) is not None and s.get(under) is not None]
+            at = [s[clock] for s in kept]
+            times, tops = per_minute(at, [s[over] for s in kept])
+            _, bottoms = per_minute(at, [s[under] for s in kept])
+            times, values = [t for t, b in zip(times, bottoms, strict=True) if b > 0], \
+                [a / b for a, b in zip(tops, bottoms, strict=True) if b > 0]
         else:
             times, values = points(name, clock)
         # Stale sessions are judged against the open ones: their own mean is about zero.
@@ -289,6 +304,7 @@ class Soak:
         self.loadgen: dict | None = None
         self.profiles: list[dict] = []  # py-spy's records of the server, at --profile-at minutes
         self._profiling: list[tuple[dict, subprocess.Popen]] = []
+        self.generators: list = []  # the load generator's processes, whose CPU is the control
         self.before = rows.counts()  # a --database-url may hold earlier runs' rows
         self.start = self.load_at = 0.0
 
@@ -324,6 +340,7 @@ class Soak:
             queue, stop = context.Queue(), context.Event()  # stop: unused (no held run), but referenced till then
             processes = [context.Process(target=loadgen.worker_main, args=(plan, queue, stop), daemon=True)
                          for plan in plans]
+            self.generators = processes
             try:
                 for process in processes:
                     process.start()
@@ -394,6 +411,8 @@ class Soak:
             return False
         sample.update(rss_kib=group.rss_kib(), cpu_s=round(group.cpu_seconds(), 2),
                       loop_cpu_s=round(group.cpu_seconds(main_thread=True), 2))
+        with contextlib.suppress(OSError, ValueError):  # a generator gone: the control misses a sample
+            sample["generator_cpu_s"] = round(sum(servers.cpu_seconds(p.pid) for p in self.generators), 2)
         try:
             keys, sizes = redis_keys(client, self.prefix)
         except Exception as exc:  # a Redis hiccup loses one reading, not the run
@@ -514,16 +533,19 @@ def markdown(report: dict) -> str:
         + (f" ({unaligned} of {len(samples)} samples after {min(CHECKPOINT_WAIT, a['every'] - 5):g} s without one)"
            if unaligned else "") + f"; slopes over the samples from minute {a['warmup_minutes']:g} on.",
         "",
-        "| minute | RSS MiB | server CPU | Redis keys (store / layer / cache) | store KiB | open sessions (stale) "
-        "| rows | rows / min | reader·rooms (generator) |",
-        "|---" * 9 + "|",
+        "| minute | RSS MiB | server CPU | generator CPU | Redis keys (store / layer / cache) | store KiB "
+        "| open sessions (stale) | rows | rows / min | reader·rooms (generator) |",
+        "|---" * 10 + "|",
     ]
     previous, shown_ids = None, {id(s) for s in shown}
     for s in samples:
         if id(s) in shown_ids:
-            rate = cpu = None
+            rate = cpu = generator = None
             if previous is not None and s["t_min"] > previous["t_min"]:
-                cpu = (s["cpu_s"] - previous["cpu_s"]) / ((s["t_min"] - previous["t_min"]) * 60)
+                seconds = (s["t_min"] - previous["t_min"]) * 60
+                cpu = (s["cpu_s"] - previous["cpu_s"]) / seconds
+                if s.get("generator_cpu_s") is not None and previous.get("generator_cpu_s") is not None:
+                    generator = (s["generator_cpu_s"] - previous["generator_cpu_s"]) / seconds
                 if s.get("rows") is not None and previous.get("rows") is not None \
                         and s["db_t_min"] > previous["db_t_min"]:
                     rate = (s["rows"] - previous["rows"]) / (s["db_t_min"] - previous["db_t_min"])
@@ -532,7 +554,8 @@ def markdown(report: dict) -> str:
                     if owners else "–")
             store = s.get("store_bytes")
             lines.append(
-                f"| {s['t_min']:.1f} | {s['rss_kib'] / 1024:.1f} | {fmt(cpu, 0, True)} | {keys} "
+                f"| {s['t_min']:.1f} | {s['rss_kib'] / 1024:.1f} | {fmt(cpu, 0, True)} | {fmt(generator, 0, True)} "
+                f"| {keys} "
                 f"| {value(store / 1024 if store is not None else None)} "
                 f"| {value(s.get('open_sessions'))} ({value(s.get('stale_sessions'))}) | {value(s.get('rows'))} "
                 f"| {value(rate)} "
@@ -542,6 +565,9 @@ def markdown(report: dict) -> str:
     if len(shown) < len(samples):
         lines += ["", f"{len(shown)} of {len(samples)} samples shown (CPU and rows / min: since the sample "
                   "before each); all in the JSON."]
+    lines += ["", "The load generator's work per minute is fixed (the same readers, moves and churn), so its CPU "
+              "per minute is the machine's control: the server's CPU per generator CPU is what the server "
+              "alone changed."]
     lines += [
         "",
         f"Slopes (least squares, per minute; drift: the fitted change over {PER_MINUTES:g} minutes as a share of "
@@ -558,7 +584,7 @@ def markdown(report: dict) -> str:
             verdict = "–"
         else:
             verdict = ("flat" if t["flat"] else "**not flat**") + f" (≤ {t['tolerance']:.1%})"
-        digits = 3 if name.endswith("cpu_util") else 1
+        digits = 3 if "cpu" in name else 1
         lines.append(
             f"| {title} | {t['n']} | {value(t['mean'], digits)} | {value(t['slope_per_min'], 3)} "
             f"| {value(t['stderr'], 3)} | {fmt(t['drift_per_10_min'] if kind != 'growth' else None, 2, True)} "

@@ -123,3 +123,25 @@ def test_a_profile_summary_gives_each_threads_busy_share_and_the_heaviest_functi
     ]
     assert inclusive["_fan_out (presence/room_frames.py)"] == 0.5
     assert inclusive["write (presence/reading_sessions.py)"] == pytest.approx(100 / 300, abs=1e-4)
+
+
+def test_a_machine_slowing_down_is_told_from_a_server_getting_costlier():
+    # CPU seconds per minute: a machine 0.5% slower each minute slows the server and the load
+    # generator alike; a server doing more work each minute is alone in rising.
+    def run(server_growth: float, generator_growth: float) -> list[dict]:
+        samples, server, generator = [], 0.0, 0.0
+        for m in range(61):
+            samples.append(sample(m, cpu_s=server, generator_cpu_s=generator))
+            server += 30.0 * (1 + server_growth) ** m
+            generator += 15.0 * (1 + generator_growth) ** m
+        return samples
+
+    slower_machine = trends(run(0.005, 0.005), warmup_minutes=5)
+    assert slower_machine["cpu_util"]["flat"] is False
+    assert slower_machine["generator_cpu_util"]["flat"] is False
+    assert slower_machine["cpu_per_generator_cpu"]["flat"] is True
+    assert slower_machine["cpu_per_generator_cpu"]["mean"] == pytest.approx(2.0)
+
+    costlier_server = trends(run(0.005, 0.0), warmup_minutes=5)
+    assert costlier_server["generator_cpu_util"]["flat"] is True
+    assert costlier_server["cpu_per_generator_cpu"]["flat"] is False
