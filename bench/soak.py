@@ -80,7 +80,8 @@ CHECKPOINT_WAIT = 35.0  # seconds to wait for the next checkpoint (PRESENCE_CHEC
 PROFILE_RATE = 100  # py-spy samples per second
 IDLE_LEAVES = ("select (selectors.py", "EpollSelector.select (selectors.py", "poll (", "wait (threading.py")
 FRAMEWORK_FRAMES = ("asyncio/", "selectors.py", "threading.py", "concurrent/futures/", "<frozen ", "runpy",
-                    "daphne/cli.py", "daphne/server.py", "asyncioreactor.py", "(daphne)", "uvicorn/main.py")
+                    "daphne/cli.py", "daphne/server.py", "asyncioreactor.py", "(daphne)", "click/core.py",
+                    "uvicorn/__main__.py", "uvicorn/main.py", "uvicorn/server.py", "uvicorn/_compat.py")
 
 
 # -- the slopes (pure) ------------------------------------------------------------------------
