@@ -149,8 +149,8 @@ def trends(samples: list[dict], warmup_minutes: float) -> dict[str, dict]:
             at = [s[clock] for s in kept]
             times, tops = per_minute(at, [s[over] for s in kept])
             _, bottoms = per_minute(at, [s[under] for s in kept])
-            times, values = [t for t, b in zip(times, bottoms, strict=True) if b > 0], \
-                [a / b for a, b in zip(tops, bottoms, strict=True) if b > 0]
+            ratios = [(t, a / b) for t, a, b in zip(times, tops, bottoms, strict=True) if b > 0]
+            times, values = [t for t, _ in ratios], [v for _, v in ratios]
         else:
             times, values = points(name, clock)
         # Stale sessions are judged against the open ones: their own mean is about zero.
@@ -370,6 +370,9 @@ class Soak:
         """Start py-spy on the server for each ``--profile-at`` minute that is due (it runs beside
         the samples); collect the records that are done."""
         self.finish_profiles(wait=False)
+        if self.args.profile_at and not (servers.VENV_BIN / "py-spy").exists():
+            self.notes.append("No profiles: py-spy is not installed (`.venv/bin/pip install py-spy`).")
+            self.args.profile_at = []
         started = {p["at_minute"] for p in self.profiles} | {p["at_minute"] for p, _ in self._profiling}
         for due in self.args.profile_at:
             if due <= minute + 1e-6 and due not in started:
