@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -103,11 +104,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def answers(url: str) -> bool:
-    """The URL answers 200 (a server is up and serving the site)."""
+def answers(url: str, any_status: bool = False) -> bool:
+    """The URL answers 200, or with ``any_status`` any HTTP response at all (a server is up; its
+    ``ALLOWED_HOSTS`` may not name 127.0.0.1)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
+    except urllib.error.HTTPError:
+        return any_status
     except OSError:
         return False
 
@@ -144,7 +148,7 @@ class Cluster:
                 )
             self.backends.append((port, proc, log))
         for port, proc, log in self.backends:
-            self.wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/api/presence/online/"), proc, log,
+            self.wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/", any_status=True), proc, log,
                           f"{self.server} on port {port}")
         self.start_nginx()
 
