@@ -131,28 +131,26 @@ def trend(times: list[float], values: list[float], kind: str, scale: float | Non
 def trends(samples: list[dict], warmup_minutes: float) -> dict[str, dict]:
     """Every series of ``SERIES`` over the samples from ``warmup_minutes`` on (a rate: the
     intervals between them); samples missing a reading are left out of that series."""
-    def points(key: str, clock: str) -> tuple[list[float], list[float]]:
-        kept = [s for s in samples
-                if s.get(clock) is not None and s[clock] >= warmup_minutes and s.get(key) is not None]
-        return [s[clock] for s in kept], [s[key] for s in kept]
+    def points(clock: str, *keys: str) -> tuple[list[float], ...]:
+        """The samples' times on ``clock`` and their readings of each key, where all are present."""
+        kept = [s for s in samples if s.get(clock) is not None and s[clock] >= warmup_minutes
+                and all(s.get(key) is not None for key in keys)]
+        return [s[clock] for s in kept], *([s[key] for s in kept] for key in keys)
 
     result: dict[str, dict] = {}
     for name, (_, kind, clock) in SERIES.items():
         if name in RATES:
             source, factor = RATES[name]
-            times, changes = per_minute(*points(source, clock))
+            times, changes = per_minute(*points(clock, source))
             values = [change * factor for change in changes]
         elif name in RATIOS:
-            over, under = RATIOS[name]
-            kept = [s for s in samples if s.get(clock) is not None and s[clock] >= warmup_minutes
-                    and s.get(over) is not None and s.get(under) is not None]
-            at = [s[clock] for s in kept]
-            times, tops = per_minute(at, [s[over] for s in kept])
-            _, bottoms = per_minute(at, [s[under] for s in kept])
+            at, tops, bottoms = points(clock, *RATIOS[name])
+            times, tops = per_minute(at, tops)
+            _, bottoms = per_minute(at, bottoms)
             ratios = [(t, a / b) for t, a, b in zip(times, tops, bottoms, strict=True) if b > 0]
             times, values = [t for t, _ in ratios], [v for _, v in ratios]
         else:
-            times, values = points(name, clock)
+            times, values = points(clock, name)
         # Stale sessions are judged against the open ones: their own mean is about zero.
         scale = result["open_sessions"]["mean"] if name == "stale_sessions" else None
         result[name] = trend(times, values, kind, scale)

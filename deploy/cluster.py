@@ -121,7 +121,7 @@ def find_nginx() -> str | None:
 
 
 class Cluster:
-    def __init__(self, count: int, port: int, run: Path, env: dict[str, str], nginx: str, server: str = "uvicorn"):
+    def __init__(self, count: int, port: int, run: Path, env: dict[str, str], nginx: str, server: str):
         self.count, self.port, self.run, self.env, self.nginx, self.server = count, port, run, env, nginx, server
         self.backends: list[tuple[int, subprocess.Popen, Path]] = []
         self.proxy: subprocess.Popen | None = None
