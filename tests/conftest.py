@@ -15,7 +15,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from tests.support.ports import free_port
-from tests.support.servers import DaphneServer, server_env
+from tests.support.servers import DaphneServer, ServerProcess, UvicornServer, server_env
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -442,14 +442,20 @@ def room(site_db) -> str:
 
 @pytest.fixture
 def servers(site_db, redis_url, redis_prefix):
-    """``start(name, args=(), **tunables)`` -> a running Daphne on the module's database and this
-    test's Redis prefix; all stopped afterwards."""
-    started: list[DaphneServer] = []
+    """``start(name, args=(), server="daphne", **tunables)`` -> a running Daphne (with more
+    options ``args``) or uvicorn on the module's database and this test's Redis prefix; all
+    stopped afterwards."""
+    started: list[ServerProcess] = []
 
-    def start(name: str, args: tuple = (), **tunables: float) -> DaphneServer:
-        server = DaphneServer(server_env(redis_url, site_db[0], redis_prefix, **tunables), name=name, args=args)
-        started.append(server)
-        return server.start()
+    def start(name: str, args: tuple = (), server: str = "daphne", **tunables: float) -> ServerProcess:
+        env = server_env(redis_url, site_db[0], redis_prefix, **tunables)
+        if server == "uvicorn":
+            assert not args, "args are Daphne's options"
+            process = UvicornServer(env, name=name)
+        else:
+            process = DaphneServer(env, name=name, args=args)
+        started.append(process)
+        return process.start()
 
     yield start
     for server in started:

@@ -1,6 +1,7 @@
 """Hostile readers against real Daphne processes: one address cannot inflate the numbers, a
 forged ``X-Forwarded-For`` picks no address, with or without a proxy in front, origins are
-compared with scheme and port, and invalid UTF-8 is closed with 1007.
+compared with scheme and port, and invalid UTF-8 is closed with 1007 (these two under uvicorn,
+the recommended server, too).
 
 Addresses: test clients bind their sockets to loopback addresses of their own (127.0.0.1 for
 the attacker, 127.0.0.2 for an honest observer, ...), so the servers see distinct peers. The
@@ -246,8 +247,9 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_allowance(servers,
     await neighbour.close()
 
 
-async def test_origins_compare_scheme_and_port(servers):
-    server = servers("origins")
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_origins_compare_scheme_and_port(servers, kind):
+    server = servers("origins", server=kind)
     own = origin_of(server.url)  # http://127.0.0.1:<port>
 
     async def status(origin: str) -> int:
@@ -265,8 +267,9 @@ async def test_origins_compare_scheme_and_port(servers):
     assert await status("http://localhost") == 101  # listed in PRESENCE_ALLOWED_ORIGINS (process settings)
 
 
-async def test_invalid_utf8_in_a_text_frame_is_closed_with_1007(servers):
-    server = servers("utf8")
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_invalid_utf8_in_a_text_frame_is_closed_with_1007(servers, kind):
+    server = servers("utf8", server=kind)
     observer = await Client.connect(server.url, "utf8-observer", local_addr=(OBSERVER, 0))
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     key = base64.b64encode(os.urandom(16)).decode()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import signal
-import sys
 import time
 
 import pytest
 
 from presence.lifespan import lifespan_application
 from tests.conftest import CI
-from tests.support.servers import APPLICATION, Client, DaphneServer, ServerProcess, migrate_database, server_env
+from tests.support.servers import Client, DaphneServer, UvicornServer, migrate_database, server_env
 
 GRACEFUL_DEADLINE = 5.0  # as in test_processes: a graceful stop releases at once, well before reaping
 
@@ -82,26 +81,6 @@ async def test_lifespan_shutdown_without_a_hub_creates_none():
         {"type": "lifespan.shutdown.complete"},
     ]
     assert loop not in hubs._hubs
-
-
-# -- a real uvicorn process --------------------------------------------------------------
-
-
-class UvicornServer(ServerProcess):
-    """``python -m uvicorn presence_site.asgi:application --lifespan on`` on a free loopback port.
-
-    ``--lifespan on``: uvicorn exits at startup if the application refuses lifespan events,
-    rather than going on without them ("auto").
-    """
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
-            "--lifespan", "on", "--log-level", "info", APPLICATION,
-        ]
-
-    def ready(self) -> bool:
-        return f"Uvicorn running on http://127.0.0.1:{self.port}" in self.output
 
 
 @pytest.fixture(scope="module")

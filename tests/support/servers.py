@@ -211,6 +211,21 @@ class DaphneServer(ServerProcess):
         return f"Listening on TCP address 127.0.0.1:{self.port}" in self.output
 
 
+
+class UvicornServer(ServerProcess):
+    """uvicorn on the site, as ``deploy/`` runs it (``--no-proxy-headers --lifespan on``), on a
+    free loopback port. ``--lifespan on``: uvicorn exits at startup if the application refuses
+    lifespan events, rather than going on without them ("auto")."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
+            "--no-proxy-headers", "--lifespan", "on", "--log-level", "info", APPLICATION,
+        ]
+
+    def ready(self) -> bool:
+        return f"Uvicorn running on http://127.0.0.1:{self.port}" in self.output
+
 # -- a WebSocket client ------------------------------------------------------------------
 
 
